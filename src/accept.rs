@@ -1,0 +1,388 @@
+//! skd-accept: accept connections on the listening stream socket at fd 0
+//! and run a handler for each, with stdin and stdout on the connection.
+
+use std::collections::HashSet;
+use std::ffi::{CString, OsString};
+use std::fmt::Write as _;
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+
+use lexopt::Arg::{Short, Value};
+
+use crate::chain::{self, Env};
+use crate::error::{self, Error};
+use crate::handler::Handler;
+use crate::{args, sys};
+
+pub const PROG: &str = "skd-accept";
+pub const SYNOPSIS: &str = "skd-accept [-c maxclients] [-n] [-v] prog...";
+
+/// The variables we set for handlers, and the ones a tcpserver would set
+/// that we do not (no DNS or ident at accept time): all are removed from
+/// the environment we were given, so no stale value reaches a handler.
+const CONNECTION_VARS: &[&str] = &[
+    "PROTO",
+    "TCPLOCALIP",
+    "TCPLOCALPORT",
+    "TCPLOCALHOST",
+    "TCPREMOTEIP",
+    "TCPREMOTEPORT",
+    "TCPREMOTEHOST",
+    "TCPREMOTEINFO",
+    "PEERPID",
+    "PEERUID",
+    "PEERGID",
+];
+
+#[derive(Debug, PartialEq, Eq)]
+pub struct Options {
+    /// At most this many handlers at once (`usize::MAX`: no limit).
+    pub max: usize,
+    pub nodelay: bool,
+    pub verbose: bool,
+    pub argv: Vec<OsString>,
+}
+
+pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Options, Error> {
+    let mut parser = lexopt::Parser::from_args(args);
+    let mut opts = Options {
+        max: usize::MAX,
+        nodelay: false,
+        verbose: false,
+        argv: Vec::new(),
+    };
+    let syntax = |e| args::syntax(e, SYNOPSIS);
+    while let Some(arg) = parser.next().map_err(syntax)? {
+        match arg {
+            Short('c') => {
+                let value = parser.value().map_err(syntax)?;
+                opts.max = args::number('c', &value, 1, i32::MAX as u64)? as usize;
+            }
+            Short('n') => opts.nodelay = true,
+            Short('v') => opts.verbose = true,
+            Value(first) => {
+                opts.argv = args::program(first, &mut parser);
+                return Ok(opts);
+            }
+            other => return Err(syntax(other.unexpected())),
+        }
+    }
+    Err(args::missing_program(SYNOPSIS))
+}
+
+pub fn main() -> ! {
+    error::run(PROG, || {
+        let env = chain::start();
+        let opts = parse(std::env::args_os().skip(1))?;
+        let listener = sys::borrow_raw(0);
+        let family = check_listener(listener)?;
+        let mut server = Server::new(listener, family, opts, env)?;
+        chain::ready();
+        server.run()
+    })
+}
+
+/// Checks that `fd` is a listening stream socket; returns its family.
+pub fn check_listener(fd: BorrowedFd) -> Result<i32, Error> {
+    let not = || Error::usage("stdin is not a listening stream socket");
+    let socktype = sys::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_TYPE).map_err(|_| not())?;
+    let listening =
+        sys::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_ACCEPTCONN).map_err(|_| not())?;
+    if socktype != libc::SOCK_STREAM || listening == 0 {
+        return Err(not());
+    }
+    let family = sys::getsockname(fd)
+        .map_err(|e| Error::sys("read the socket's address", &e))?
+        .family();
+    match family {
+        libc::AF_INET | libc::AF_INET6 | libc::AF_UNIX => Ok(family),
+        _ => Err(Error::usage("stdin is not an internet or unix socket")),
+    }
+}
+
+/// How a connection is described to its handler.
+enum Kind {
+    /// TCP; `local` is known in advance unless the listener is bound to a
+    /// wildcard address.
+    Tcp {
+        local: Option<SocketAddr>,
+    },
+    Unix,
+}
+
+struct Server {
+    listener: BorrowedFd<'static>,
+    kind: Kind,
+    handler: Handler,
+    signals: OwnedFd,
+    /// The handlers running now: only children we spawned count (a logger
+    /// started earlier in the chain is our child too).
+    children: HashSet<i32>,
+    max: usize,
+    nodelay: bool,
+    verbose: bool,
+    /// Set while accept fails for want of descriptors or memory: we warn
+    /// once per episode and pause instead of spinning.
+    starved: bool,
+}
+
+/// Why a poll round ended without a connection to take.
+const PAUSE_MS: i32 = 1000;
+
+impl Server {
+    fn new(
+        listener: BorrowedFd<'static>,
+        family: i32,
+        opts: Options,
+        mut env: Env,
+    ) -> Result<Server, Error> {
+        // Handlers get the connection on fd 0 and 1, never the listener;
+        // our own stdout must not hold the caller's open (`port=$(...)`).
+        sys::set_cloexec(listener, true)
+            .map_err(|e| Error::sys("set close-on-exec on stdin", &e))?;
+        let null = sys::open_dev_null().map_err(|e| Error::sys("open /dev/null", &e))?;
+        sys::move_to(null, 1).map_err(|e| Error::sys("redirect stdout to /dev/null", &e))?;
+
+        for name in CONNECTION_VARS {
+            env.remove(name);
+        }
+        let kind = if family == libc::AF_UNIX {
+            env.set("PROTO", "UNIX-STREAM");
+            Kind::Unix
+        } else {
+            env.set("PROTO", "TCP");
+            let local = sys::getsockname(listener).ok().and_then(|a| a.to_inet());
+            Kind::Tcp {
+                local: local.filter(|a| !a.ip().is_unspecified()),
+            }
+        };
+        let handled = [libc::SIGCHLD, libc::SIGTERM, libc::SIGINT];
+        let handler = Handler::new(&opts.argv, &env, &handled)?;
+        let set = sys::SigSet::of(&handled);
+        sys::block_signals(&set).map_err(|e| Error::sys("block signals", &e))?;
+        let signals = sys::signalfd(&set).map_err(|e| Error::sys("create a signalfd", &e))?;
+        let mut server = Server {
+            listener,
+            kind,
+            handler,
+            signals,
+            children: HashSet::new(),
+            max: opts.max,
+            nodelay: opts.nodelay,
+            verbose: opts.verbose,
+            starved: false,
+        };
+        // Children that ended before we watched for SIGCHLD.
+        server.reap();
+        Ok(server)
+    }
+
+    fn run(&mut self) -> Result<std::convert::Infallible, Error> {
+        loop {
+            let accepting = self.children.len() < self.max && !self.starved;
+            let mut fds = [
+                pollfd(self.signals.as_raw_fd()),
+                pollfd(if accepting {
+                    self.listener.as_raw_fd()
+                } else {
+                    -1
+                }),
+            ];
+            let timeout = if self.starved { PAUSE_MS } else { -1 };
+            let ready = sys::poll(&mut fds, timeout).map_err(|e| Error::sys("poll", &e))?;
+            if fds[0].revents != 0 {
+                self.handle_signals()?;
+            }
+            if ready == 0 && self.starved {
+                // The pause is over: try again.
+                self.starved = false;
+                continue;
+            }
+            if fds[1].revents != 0 {
+                self.accept_one()?;
+            }
+        }
+    }
+
+    fn handle_signals(&mut self) -> Result<(), Error> {
+        while let Some(sig) =
+            sys::read_signal(self.signals.as_fd()).map_err(|e| Error::sys("read signals", &e))?
+        {
+            match sig {
+                // Running handlers are left to finish their connections.
+                libc::SIGTERM | libc::SIGINT => std::process::exit(0),
+                _ => self.reap(),
+            }
+        }
+        Ok(())
+    }
+
+    fn reap(&mut self) {
+        while let Ok(Some((pid, exit))) = sys::try_wait(-1) {
+            if self.children.remove(&pid) && self.verbose {
+                let how = match exit {
+                    sys::Exit::Code(code) => format!("exited with status {code}"),
+                    sys::Exit::Signal(sig) => format!("was killed by signal {sig}"),
+                };
+                error::info(PROG, &format!("handler pid {pid} {how}, {}", self.count()));
+            }
+        }
+    }
+
+    fn count(&self) -> String {
+        match self.max {
+            usize::MAX => format!("{} running", self.children.len()),
+            max => format!("{}/{max} running", self.children.len()),
+        }
+    }
+
+    fn accept_one(&mut self) -> Result<(), Error> {
+        match sys::accept(self.listener) {
+            Ok((conn, peer)) => {
+                self.start_handler(conn, peer);
+                Ok(())
+            }
+            Err(e) => self.accept_failed(e),
+        }
+    }
+
+    fn accept_failed(&mut self, e: io::Error) -> Result<(), Error> {
+        match e.raw_os_error().unwrap_or(0) {
+            // Out of descriptors or memory: pause (until a handler exits or
+            // a second passes) instead of spinning on a queue we cannot take.
+            libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM => {
+                error::warn(
+                    PROG,
+                    &format!("unable to accept: {} (pausing)", error::describe(&e)),
+                );
+                self.starved = true;
+                Ok(())
+            }
+            // The connection died before we took it, or a transient network
+            // error that accept(2) reports for the new socket: carry on.
+            libc::EAGAIN
+            | libc::EINTR
+            | libc::ECONNABORTED
+            | libc::EPROTO
+            | libc::EPERM
+            | libc::ENETDOWN
+            | libc::ENOPROTOOPT
+            | libc::EHOSTDOWN
+            | libc::ENONET
+            | libc::EHOSTUNREACH
+            | libc::EOPNOTSUPP
+            | libc::ENETUNREACH
+            | libc::ETIMEDOUT => Ok(()),
+            _ => Err(Error::sys("accept", &e)),
+        }
+    }
+
+    fn start_handler(&mut self, conn: OwnedFd, peer: sys::RawAddr) {
+        let mut vars = Vec::with_capacity(4);
+        let mut from = String::new();
+        match &self.kind {
+            Kind::Tcp { local } => {
+                if self.nodelay {
+                    // Best effort: the connection is still worth serving.
+                    let _ =
+                        sys::setsockopt_int(conn.as_fd(), libc::IPPROTO_TCP, libc::TCP_NODELAY, 1);
+                }
+                let local = local.or_else(|| sys::getsockname(conn.as_fd()).ok()?.to_inet());
+                if let Some(local) = local {
+                    push_ip_vars(&mut vars, "TCPLOCAL", &local);
+                }
+                if let Some(remote) = peer.to_inet() {
+                    push_ip_vars(&mut vars, "TCPREMOTE", &remote);
+                    if self.verbose {
+                        let ip = sys::unmapped(remote.ip());
+                        let _ = write!(from, "connection from [{ip}]:{}", remote.port());
+                    }
+                }
+            }
+            Kind::Unix => match sys::peer_cred(conn.as_fd()) {
+                Ok((pid, uid, gid)) => {
+                    vars.push(var("PEERPID", pid));
+                    vars.push(var("PEERUID", uid));
+                    vars.push(var("PEERGID", gid));
+                    if self.verbose {
+                        let _ = write!(
+                            from,
+                            "local connection from pid {pid} (uid {uid}, gid {gid})"
+                        );
+                    }
+                }
+                Err(_) => from.push_str("local connection"),
+            },
+        }
+        match self.handler.spawn(conn.as_raw_fd(), &vars) {
+            Ok(pid) => {
+                self.children.insert(pid);
+                if self.verbose {
+                    error::info(
+                        PROG,
+                        &format!("accepted {from}, handler pid {pid}, {}", self.count()),
+                    );
+                }
+            }
+            Err(e) => error::warn(
+                PROG,
+                &format!(
+                    "unable to spawn {}: {}",
+                    self.handler.name(),
+                    error::describe(&e)
+                ),
+            ),
+        }
+        // `conn` is closed here: the handler has its own copies.
+    }
+}
+
+fn pollfd(fd: i32) -> libc::pollfd {
+    libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    }
+}
+
+fn var(name: &str, value: impl std::fmt::Display) -> CString {
+    CString::new(format!("{name}={value}")).expect("no NUL in a number")
+}
+
+fn push_ip_vars(vars: &mut Vec<CString>, prefix: &str, addr: &SocketAddr) {
+    vars.push(var(&format!("{prefix}IP"), sys::unmapped(addr.ip())));
+    vars.push(var(&format!("{prefix}PORT"), addr.port()));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_str(args: &[&str]) -> Result<Options, Error> {
+        parse(args.iter().map(OsString::from))
+    }
+
+    #[test]
+    fn options() {
+        let o = parse_str(&["-c", "5", "-nv", "cat"]).unwrap();
+        assert_eq!((o.max, o.nodelay, o.verbose), (5, true, true));
+        let o = parse_str(&["cat"]).unwrap();
+        assert_eq!(o.max, usize::MAX);
+        let o = parse_str(&["sh", "-c", "echo"]).unwrap();
+        assert_eq!(o.argv, ["sh", "-c", "echo"]);
+    }
+
+    #[test]
+    fn usage_errors() {
+        for bad in [
+            &[][..],
+            &["-c"],
+            &["-c", "0", "cat"],
+            &["-c", "-1", "cat"],
+            &["-x", "cat"],
+        ] {
+            assert_eq!(parse_str(bad).unwrap_err().code, 100, "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,218 @@
+//! What every tool does at the start and at the end of its step: adopt the
+//! environment and the readiness descriptor, and exec the next program.
+//!
+//! Readiness protocol (see skd-background(8)): `skd-background` exports
+//! `SKD_READY_FD=N`, the write end of a pipe it waits on. Each skd tool
+//! adopts it (close-on-exec, removed from the environment) and passes it on
+//! only when the next program is another skd tool. A serving tool closes it
+//! once it serves; exec'ing any other program closes it too (close-on-exec).
+//! The waiting side sees end-of-file: ready. A tool that fails first writes
+//! its exit status as one byte, then dies.
+
+use std::ffi::{CString, OsStr, OsString};
+use std::os::fd::RawFd;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI32, Ordering};
+
+use crate::error::Error;
+use crate::sys;
+
+/// The variable that carries the readiness descriptor's number.
+pub const READY_VAR: &str = "SKD_READY_FD";
+
+/// The programs of this toolset: the names the multicall binary answers to
+/// and the next programs that understand the readiness protocol.
+pub const TOOLS: &[&str] = &[
+    "skd",
+    "skd-accept",
+    "skd-background",
+    "skd-bind",
+    "skd-dgram",
+    "skd-log",
+    "skd-pidfile",
+    "skd-setuid",
+];
+
+/// The adopted readiness descriptor, or -1. Process-wide by nature: it is
+/// needed wherever the process may die.
+static READY_FD: AtomicI32 = AtomicI32::new(-1);
+
+/// The environment as `(name, value)` pairs, kept as `OsString` from start
+/// to exec.
+#[derive(Clone, Debug, Default)]
+pub struct Env {
+    vars: Vec<(OsString, OsString)>,
+}
+
+impl Env {
+    pub fn from_process() -> Env {
+        Env {
+            vars: std::env::vars_os().collect(),
+        }
+    }
+
+    pub fn get(&self, name: &str) -> Option<&OsStr> {
+        self.vars
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_os_str())
+    }
+
+    pub fn set(&mut self, name: &str, value: impl Into<OsString>) {
+        let value = value.into();
+        match self.vars.iter_mut().find(|(k, _)| k == name) {
+            Some(slot) => slot.1 = value,
+            None => self.vars.push((name.into(), value)),
+        }
+    }
+
+    pub fn remove(&mut self, name: &str) -> Option<OsString> {
+        let at = self.vars.iter().position(|(k, _)| k == name)?;
+        Some(self.vars.remove(at).1)
+    }
+
+    /// `NAME=value` strings for exec (entries with a NUL are dropped: they
+    /// cannot be passed on anyway).
+    pub fn to_c(&self) -> Vec<CString> {
+        self.vars
+            .iter()
+            .filter_map(|(k, v)| {
+                let mut entry = k.clone().into_vec();
+                entry.push(b'=');
+                entry.extend_from_slice(v.as_bytes());
+                CString::new(entry).ok()
+            })
+            .collect()
+    }
+}
+
+/// Starts a tool's step: reads the environment and adopts the readiness
+/// descriptor if our caller handed us one.
+pub fn start() -> Env {
+    let mut env = Env::from_process();
+    if let Some(fd) = env.remove(READY_VAR).and_then(|v| parse_fd(&v))
+        && sys::is_open(fd)
+        && sys::set_cloexec(sys::borrow_raw(fd), true).is_ok()
+    {
+        READY_FD.store(fd, Ordering::Relaxed);
+    }
+    env
+}
+
+fn parse_fd(value: &OsStr) -> Option<RawFd> {
+    let fd: RawFd = value.to_str()?.parse().ok()?;
+    (fd > 2).then_some(fd)
+}
+
+/// The adopted readiness descriptor, if any.
+pub fn ready_fd() -> Option<RawFd> {
+    let fd = READY_FD.load(Ordering::Relaxed);
+    (fd >= 0).then_some(fd)
+}
+
+/// Declares the chain ready: closes the readiness descriptor, which releases
+/// a waiting `skd-background`.
+pub fn ready() {
+    let fd = READY_FD.swap(-1, Ordering::Relaxed);
+    if fd >= 0 {
+        sys::close_raw(fd);
+    }
+}
+
+/// Tells a waiting `skd-background` that the chain failed with `code`.
+pub fn report_failure(code: i32) {
+    let fd = READY_FD.swap(-1, Ordering::Relaxed);
+    if fd >= 0 {
+        let _ = sys::write(sys::borrow_raw(fd), &[code.clamp(1, 255) as u8]);
+        sys::close_raw(fd);
+    }
+}
+
+/// The tool an argv[0] names, if it names one of ours.
+pub fn tool_name(program: &OsStr) -> Option<&'static str> {
+    let base = Path::new(program).file_name()?;
+    TOOLS.iter().copied().find(|t| OsStr::new(t) == base)
+}
+
+/// Where to find tool `name` given only as a bare name: beside the running
+/// executable (the same build, and no $PATH needed from a fresh
+/// `cargo build`), else the running executable itself when it is the
+/// multicall `skd`. `None`: search $PATH.
+pub fn locate_tool(name: &str) -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    let sibling = exe.with_file_name(name);
+    if sibling.is_file() {
+        return Some(sibling);
+    }
+    (exe.file_name()? == "skd").then_some(exe)
+}
+
+fn c_string(s: &OsStr) -> Option<CString> {
+    CString::new(s.as_bytes()).ok()
+}
+
+/// Ends a tool's step: execs `argv` (argv[0] searched in $PATH, or found
+/// beside us when it is one of our tools) with `env`. Returns only on
+/// failure, with the error to die of.
+pub fn exec(argv: &[OsString], mut env: Env) -> Error {
+    let program = &argv[0];
+    let tool = tool_name(program);
+    if tool.is_some()
+        && let Some(fd) = ready_fd()
+    {
+        let _ = sys::set_cloexec(sys::borrow_raw(fd), false);
+        env.set(READY_VAR, fd.to_string());
+    }
+    let located = match tool {
+        Some(name) if !program.as_bytes().contains(&b'/') => locate_tool(name),
+        _ => None,
+    };
+    let Some(c_argv) = argv.iter().map(|a| c_string(a)).collect::<Option<Vec<_>>>() else {
+        return Error::usage("an argument contains a NUL byte");
+    };
+    let c_argv = sys::CArgs::new(c_argv);
+    let c_env = sys::CArgs::new(env.to_c());
+    let err = match located {
+        Some(path) => match c_string(path.as_os_str()) {
+            Some(path) => sys::execve(&path, &c_argv, &c_env),
+            None => return Error::usage("an argument contains a NUL byte"),
+        },
+        None => match c_string(program) {
+            Some(path) => sys::execvpe(&path, &c_argv, &c_env),
+            None => return Error::usage("an argument contains a NUL byte"),
+        },
+    };
+    Error::exec(program.to_string_lossy(), &err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tool_names_match_on_the_base_name_only() {
+        assert_eq!(tool_name(OsStr::new("skd-accept")), Some("skd-accept"));
+        assert_eq!(tool_name(OsStr::new("/usr/bin/skd-bind")), Some("skd-bind"));
+        assert_eq!(tool_name(OsStr::new("skd-acceptx")), None);
+        assert_eq!(tool_name(OsStr::new("cat")), None);
+    }
+
+    #[test]
+    fn env_set_replaces_and_remove_takes() {
+        let mut env = Env::default();
+        env.set("A", "1");
+        env.set("A", "2");
+        assert_eq!(env.get("A"), Some(OsStr::new("2")));
+        assert_eq!(env.remove("A"), Some(OsString::from("2")));
+        assert_eq!(env.get("A"), None);
+    }
+
+    #[test]
+    fn readiness_fd_must_be_a_plain_number_above_stderr() {
+        assert_eq!(parse_fd(OsStr::new("7")), Some(7));
+        assert_eq!(parse_fd(OsStr::new("2")), None);
+        assert_eq!(parse_fd(OsStr::new("x")), None);
+        assert_eq!(parse_fd(OsStr::new("-4")), None);
+    }
+}

@@ -1,0 +1,94 @@
+//! Starting handlers fast: argv and the unchanging part of the environment
+//! are prepared once; per connection only the connection's variables are
+//! added, and the child is started with posix_spawn (vfork-like: no copy
+//! of our address space) with default signal handling and an empty mask.
+
+use std::ffi::{CString, OsString};
+use std::io;
+use std::os::fd::RawFd;
+use std::os::unix::ffi::OsStrExt;
+
+use crate::chain::{self, Env};
+use crate::error::Error;
+use crate::sys;
+
+pub struct Handler {
+    name: String,
+    path: CString,
+    search: bool,
+    argv: sys::CArgs,
+    /// Owns the strings `envp` points into.
+    _base_env: Vec<CString>,
+    /// The base environment's pointers, then per-spawn slots and a NULL.
+    envp: Vec<*const libc::c_char>,
+    base_len: usize,
+    attr: sys::SpawnAttr,
+}
+
+impl Handler {
+    /// `touched` lists the signals the server blocks or catches: the child
+    /// gets them (and SIGPIPE, which the Rust runtime ignores, and glibc's
+    /// internal signals) at default. Signals our caller chose to ignore
+    /// stay ignored, as with tcpserver and s6.
+    pub fn new(argv: &[OsString], env: &Env, touched: &[i32]) -> Result<Handler, Error> {
+        let nul = || Error::usage("an argument contains a NUL byte");
+        let c_argv = argv
+            .iter()
+            .map(|a| CString::new(a.as_bytes()).map_err(|_| nul()))
+            .collect::<Result<Vec<_>, _>>()?;
+        let program = &argv[0];
+        let (path, search) = if program.as_bytes().contains(&b'/') {
+            (c_argv[0].clone(), false)
+        } else {
+            match chain::tool_name(program).and_then(chain::locate_tool) {
+                Some(path) => (
+                    CString::new(path.as_os_str().as_bytes()).map_err(|_| nul())?,
+                    false,
+                ),
+                None => (c_argv[0].clone(), true),
+            }
+        };
+        let base_env = env.to_c();
+        let envp: Vec<_> = base_env.iter().map(|s| s.as_ptr()).collect();
+        let mut defaults = touched.to_vec();
+        defaults.push(libc::SIGPIPE);
+        let mut defaults = sys::SigSet::of(&defaults);
+        for sig in sys::GLIBC_INTERNAL_SIGNALS {
+            defaults.add_raw(sig);
+        }
+        let attr = sys::SpawnAttr::new(&defaults)
+            .map_err(|e| Error::sys("set up posix_spawn attributes", &e))?;
+        Ok(Handler {
+            name: program.to_string_lossy().into_owned(),
+            path,
+            search,
+            argv: sys::CArgs::new(c_argv),
+            base_len: envp.len(),
+            envp,
+            _base_env: base_env,
+            attr,
+        })
+    }
+
+    /// The program's name as given, for messages.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Starts the handler with `fd` as its stdin and stdout and `vars`
+    /// added to its environment; returns its pid.
+    pub fn spawn(&mut self, fd: RawFd, vars: &[CString]) -> io::Result<i32> {
+        let actions = sys::FileActions::stdin_stdout(fd)?;
+        self.envp.truncate(self.base_len);
+        self.envp.extend(vars.iter().map(|v| v.as_ptr()));
+        self.envp.push(std::ptr::null());
+        sys::spawn(
+            &self.path,
+            self.search,
+            &actions,
+            &self.attr,
+            self.argv.as_ptr(),
+            self.envp.as_ptr(),
+        )
+    }
+}

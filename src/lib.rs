@@ -1,0 +1,12 @@
+//! skd: small chain-loading programs for running network services the
+//! daemontools way. Each tool does one step and execs the next program.
+//! The binaries in `src/bin` are glue over this library.
+
+pub mod accept;
+pub mod addr;
+pub mod args;
+pub mod bind;
+pub mod chain;
+pub mod error;
+pub mod handler;
+pub mod sys;

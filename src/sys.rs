@@ -1,0 +1,693 @@
+//! The one place for `unsafe`: thin, safe wrappers over the libc calls the
+//! tools need. Every wrapper returns `io::Result`, takes `BorrowedFd` and
+//! hands back `OwnedFd`, and every descriptor it creates is close-on-exec
+//! from birth.
+
+use std::ffi::{CStr, CString};
+use std::io;
+use std::mem::{MaybeUninit, size_of, zeroed};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::ptr;
+
+/// Turns libc's `-1` + errno convention into `io::Result`.
+fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {
+    if ret == -1 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}
+
+/// As `cvt`, retrying while the call is interrupted by a signal.
+fn cvt_r(mut call: impl FnMut() -> libc::c_int) -> io::Result<libc::c_int> {
+    loop {
+        match cvt(call()) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            other => return other,
+        }
+    }
+}
+
+/// Takes ownership of a descriptor a successful call just returned.
+fn owned(fd: libc::c_int) -> OwnedFd {
+    // SAFETY: callers pass only a descriptor that a system call has just
+    // created for us and that nothing else owns.
+    unsafe { OwnedFd::from_raw_fd(fd) }
+}
+
+/// The C library's text for an errno value ("Address already in use").
+pub fn strerror(errno: i32) -> String {
+    let mut buf = [0 as libc::c_char; 256];
+    // SAFETY: buf is writable for its whole length; the GNU/XSI variants
+    // differ, so we use the XSI-compatible `__xpg_strerror_r` through libc's
+    // `strerror_r`, which always writes a NUL-terminated string into buf.
+    let ret = unsafe { libc::strerror_r(errno, buf.as_mut_ptr(), buf.len()) };
+    if ret != 0 {
+        return format!("error {errno}");
+    }
+    // SAFETY: strerror_r succeeded, so buf holds a NUL-terminated string.
+    let text = unsafe { CStr::from_ptr(buf.as_ptr()) };
+    text.to_string_lossy().into_owned()
+}
+
+// ---------------------------------------------------------------- fds
+
+/// Whether `fd` is an open descriptor.
+pub fn is_open(fd: RawFd) -> bool {
+    // SAFETY: F_GETFD only reads the descriptor's flags; any int is allowed.
+    unsafe { libc::fcntl(fd, libc::F_GETFD) != -1 }
+}
+
+/// Sets or clears close-on-exec on a descriptor.
+pub fn set_cloexec(fd: BorrowedFd, on: bool) -> io::Result<()> {
+    // SAFETY: fcntl on a borrowed, open descriptor; no pointers involved.
+    let flags = cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFD) })?;
+    let new = if on {
+        flags | libc::FD_CLOEXEC
+    } else {
+        flags & !libc::FD_CLOEXEC
+    };
+    if new != flags {
+        // SAFETY: as above.
+        cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, new) })?;
+    }
+    Ok(())
+}
+
+/// Makes `target` a copy of `fd` (not close-on-exec there). When `fd`
+/// already is `target`, only clears close-on-exec.
+pub fn move_to(fd: OwnedFd, target: RawFd) -> io::Result<()> {
+    if fd.as_raw_fd() == target {
+        set_cloexec(fd.as_fd(), false)?;
+        std::mem::forget(fd);
+        return Ok(());
+    }
+    // SAFETY: dup2 onto a fixed number; it atomically replaces whatever was
+    // there, which is the point. `fd` stays owned and is closed on drop.
+    cvt_r(|| unsafe { libc::dup2(fd.as_raw_fd(), target) })?;
+    Ok(())
+}
+
+/// Makes `target` a copy of `fd`, keeping `fd` open.
+pub fn dup_onto(fd: BorrowedFd, target: RawFd) -> io::Result<()> {
+    if fd.as_raw_fd() != target {
+        // SAFETY: see `move_to`.
+        cvt_r(|| unsafe { libc::dup2(fd.as_raw_fd(), target) })?;
+    }
+    Ok(())
+}
+
+/// A close-on-exec duplicate numbered at least `min`.
+pub fn dup_at_least(fd: BorrowedFd, min: RawFd) -> io::Result<OwnedFd> {
+    // SAFETY: F_DUPFD_CLOEXEC creates a new descriptor that we then own.
+    let new = cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, min) })?;
+    Ok(owned(new))
+}
+
+/// Closes a raw descriptor we own but do not hold as an `OwnedFd` (for
+/// example one adopted from the environment), ignoring errors.
+pub fn close_raw(fd: RawFd) {
+    // SAFETY: the caller owns `fd` and forgets it after this call.
+    unsafe { libc::close(fd) };
+}
+
+/// A close-on-exec pipe: (read end, write end).
+pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0 as libc::c_int; 2];
+    // SAFETY: fds has room for the two descriptors pipe2 writes.
+    cvt(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })?;
+    Ok((owned(fds[0]), owned(fds[1])))
+}
+
+/// Opens /dev/null for reading and writing, close-on-exec.
+pub fn open_dev_null() -> io::Result<OwnedFd> {
+    // SAFETY: the path is a valid NUL-terminated string.
+    let fd = cvt_r(|| unsafe {
+        libc::open(
+            c"/dev/null".as_ptr(),
+            libc::O_RDWR | libc::O_CLOEXEC | libc::O_NOCTTY,
+        )
+    })?;
+    Ok(owned(fd))
+}
+
+/// `write(2)` retried on EINTR; returns the number of bytes written.
+pub fn write(fd: BorrowedFd, buf: &[u8]) -> io::Result<usize> {
+    // SAFETY: buf is valid for reads of buf.len() bytes.
+    let n = cvt_r(|| unsafe { libc::write(fd.as_raw_fd(), buf.as_ptr().cast(), buf.len()) as _ })?;
+    Ok(n as usize)
+}
+
+/// Writes all of `buf`.
+pub fn write_all(fd: BorrowedFd, mut buf: &[u8]) -> io::Result<()> {
+    while !buf.is_empty() {
+        let n = write(fd, buf)?;
+        buf = &buf[n..];
+    }
+    Ok(())
+}
+
+/// `read(2)` retried on EINTR.
+pub fn read(fd: BorrowedFd, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: buf is valid for writes of buf.len() bytes.
+    let n =
+        cvt_r(|| unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) as _ })?;
+    Ok(n as usize)
+}
+
+/// A borrowed view of a raw descriptor number that is open for the whole
+/// life of the process (0, 1, 2 or one adopted from our caller).
+pub fn borrow_raw(fd: RawFd) -> BorrowedFd<'static> {
+    // SAFETY: callers only pass descriptors that stay open until exit or
+    // exec (the standard descriptors, or ones they checked with `is_open`).
+    unsafe { BorrowedFd::borrow_raw(fd) }
+}
+
+// ---------------------------------------------------------------- sockets
+
+/// A socket address in the kernel's form.
+#[derive(Clone)]
+pub struct RawAddr {
+    storage: libc::sockaddr_storage,
+    len: libc::socklen_t,
+}
+
+/// The longest unix socket path, in bytes, that fits in `sun_path` with its
+/// terminating NUL.
+pub const UNIX_PATH_MAX: usize = {
+    // SAFETY: sockaddr_un is plain old data; all-zero is a valid value.
+    let sun: libc::sockaddr_un = unsafe { zeroed() };
+    sun.sun_path.len() - 1
+};
+
+impl RawAddr {
+    fn empty() -> RawAddr {
+        RawAddr {
+            // SAFETY: sockaddr_storage is plain old data; zero is valid.
+            storage: unsafe { zeroed() },
+            len: size_of::<libc::sockaddr_storage>() as libc::socklen_t,
+        }
+    }
+
+    pub fn from_inet(addr: &SocketAddr) -> RawAddr {
+        let mut raw = RawAddr::empty();
+        match addr {
+            SocketAddr::V4(a) => {
+                // SAFETY: sockaddr_storage is large and aligned enough for
+                // any sockaddr type.
+                let sin = unsafe { &mut *(&mut raw.storage as *mut _ as *mut libc::sockaddr_in) };
+                sin.sin_family = libc::AF_INET as libc::sa_family_t;
+                sin.sin_port = a.port().to_be();
+                sin.sin_addr.s_addr = u32::from_ne_bytes(a.ip().octets());
+                raw.len = size_of::<libc::sockaddr_in>() as libc::socklen_t;
+            }
+            SocketAddr::V6(a) => {
+                // SAFETY: as above.
+                let sin6 = unsafe { &mut *(&mut raw.storage as *mut _ as *mut libc::sockaddr_in6) };
+                sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+                sin6.sin6_port = a.port().to_be();
+                sin6.sin6_addr.s6_addr = a.ip().octets();
+                sin6.sin6_flowinfo = a.flowinfo();
+                sin6.sin6_scope_id = a.scope_id();
+                raw.len = size_of::<libc::sockaddr_in6>() as libc::socklen_t;
+            }
+        }
+        raw
+    }
+
+    /// A unix-domain address; the caller has checked the length.
+    pub fn from_unix_path(path: &[u8]) -> io::Result<RawAddr> {
+        if path.len() > UNIX_PATH_MAX || path.contains(&0) {
+            return Err(io::Error::from_raw_os_error(libc::ENAMETOOLONG));
+        }
+        let mut raw = RawAddr::empty();
+        // SAFETY: as in `from_inet`.
+        let sun = unsafe { &mut *(&mut raw.storage as *mut _ as *mut libc::sockaddr_un) };
+        sun.sun_family = libc::AF_UNIX as libc::sa_family_t;
+        for (dst, src) in sun.sun_path.iter_mut().zip(path) {
+            *dst = *src as libc::c_char;
+        }
+        raw.len = (size_of::<libc::sa_family_t>() + path.len() + 1) as libc::socklen_t;
+        Ok(raw)
+    }
+
+    pub fn family(&self) -> i32 {
+        self.storage.ss_family as i32
+    }
+
+    /// The internet address, if this is one.
+    pub fn to_inet(&self) -> Option<SocketAddr> {
+        match self.family() {
+            libc::AF_INET => {
+                // SAFETY: the family says the storage holds a sockaddr_in.
+                let sin = unsafe { &*(&self.storage as *const _ as *const libc::sockaddr_in) };
+                let ip = Ipv4Addr::from(sin.sin_addr.s_addr.to_ne_bytes());
+                Some(SocketAddr::V4(SocketAddrV4::new(
+                    ip,
+                    u16::from_be(sin.sin_port),
+                )))
+            }
+            libc::AF_INET6 => {
+                // SAFETY: the family says the storage holds a sockaddr_in6.
+                let sin6 = unsafe { &*(&self.storage as *const _ as *const libc::sockaddr_in6) };
+                let ip = Ipv6Addr::from(sin6.sin6_addr.s6_addr);
+                Some(SocketAddr::V6(SocketAddrV6::new(
+                    ip,
+                    u16::from_be(sin6.sin6_port),
+                    sin6.sin6_flowinfo,
+                    sin6.sin6_scope_id,
+                )))
+            }
+            _ => None,
+        }
+    }
+
+    fn as_ptr(&self) -> *const libc::sockaddr {
+        &self.storage as *const _ as *const libc::sockaddr
+    }
+}
+
+/// The IP address with IPv4-mapped IPv6 addresses shown as plain IPv4, as a
+/// dual-stack listener's v4 clients expect to see themselves.
+pub fn unmapped(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(v6),
+        },
+        v4 => v4,
+    }
+}
+
+/// A new close-on-exec socket.
+pub fn socket(family: i32, socktype: i32) -> io::Result<OwnedFd> {
+    // SAFETY: socket takes no pointers; the result is a fresh descriptor.
+    let fd = cvt(unsafe { libc::socket(family, socktype | libc::SOCK_CLOEXEC, 0) })?;
+    Ok(owned(fd))
+}
+
+pub fn bind(fd: BorrowedFd, addr: &RawAddr) -> io::Result<()> {
+    // SAFETY: addr points at a valid sockaddr of addr.len bytes.
+    cvt(unsafe { libc::bind(fd.as_raw_fd(), addr.as_ptr(), addr.len) })?;
+    Ok(())
+}
+
+pub fn listen(fd: BorrowedFd, backlog: i32) -> io::Result<()> {
+    // SAFETY: no pointers.
+    cvt(unsafe { libc::listen(fd.as_raw_fd(), backlog) })?;
+    Ok(())
+}
+
+pub fn setsockopt_int(fd: BorrowedFd, level: i32, name: i32, value: i32) -> io::Result<()> {
+    // SAFETY: value is a valid int for the duration of the call.
+    cvt(unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            level,
+            name,
+            &value as *const i32 as *const libc::c_void,
+            size_of::<i32>() as libc::socklen_t,
+        )
+    })?;
+    Ok(())
+}
+
+pub fn getsockopt_int(fd: BorrowedFd, level: i32, name: i32) -> io::Result<i32> {
+    let mut value: i32 = 0;
+    let mut len = size_of::<i32>() as libc::socklen_t;
+    // SAFETY: value and len are valid for writes of their sizes.
+    cvt(unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            level,
+            name,
+            &mut value as *mut i32 as *mut libc::c_void,
+            &mut len,
+        )
+    })?;
+    Ok(value)
+}
+
+pub fn getsockname(fd: BorrowedFd) -> io::Result<RawAddr> {
+    let mut addr = RawAddr::empty();
+    // SAFETY: storage and len describe a writable sockaddr_storage.
+    cvt(unsafe {
+        libc::getsockname(
+            fd.as_raw_fd(),
+            &mut addr.storage as *mut _ as *mut libc::sockaddr,
+            &mut addr.len,
+        )
+    })?;
+    Ok(addr)
+}
+
+/// Accepts a connection, close-on-exec, with the peer's address.
+pub fn accept(fd: BorrowedFd) -> io::Result<(OwnedFd, RawAddr)> {
+    let mut addr = RawAddr::empty();
+    // SAFETY: storage and len describe a writable sockaddr_storage.
+    let conn = cvt(unsafe {
+        libc::accept4(
+            fd.as_raw_fd(),
+            &mut addr.storage as *mut _ as *mut libc::sockaddr,
+            &mut addr.len,
+            libc::SOCK_CLOEXEC,
+        )
+    })?;
+    Ok((owned(conn), addr))
+}
+
+/// The peer's credentials on a unix socket: (pid, uid, gid).
+pub fn peer_cred(fd: BorrowedFd) -> io::Result<(i32, u32, u32)> {
+    // SAFETY: ucred is plain old data.
+    let mut cred: libc::ucred = unsafe { zeroed() };
+    let mut len = size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: cred and len are valid for writes of their sizes.
+    cvt(unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            &mut cred as *mut _ as *mut libc::c_void,
+            &mut len,
+        )
+    })?;
+    Ok((cred.pid, cred.uid, cred.gid))
+}
+
+/// Waits for events on `fds`; `timeout_ms` < 0 waits for ever. Returns the
+/// number of ready entries (0 on timeout or interruption by a signal).
+pub fn poll(fds: &mut [libc::pollfd], timeout_ms: i32) -> io::Result<usize> {
+    // SAFETY: fds is a valid, writable array of fds.len() pollfd entries.
+    match cvt(unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms) }) {
+        Ok(n) => Ok(n as usize),
+        Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(0),
+        Err(e) => Err(e),
+    }
+}
+
+// ---------------------------------------------------------------- signals
+
+/// A set of signals.
+pub struct SigSet(libc::sigset_t);
+
+impl SigSet {
+    pub fn empty() -> SigSet {
+        let mut set = MaybeUninit::<libc::sigset_t>::uninit();
+        // SAFETY: sigemptyset initialises the whole set.
+        unsafe { libc::sigemptyset(set.as_mut_ptr()) };
+        // SAFETY: initialised just above.
+        SigSet(unsafe { set.assume_init() })
+    }
+
+    pub fn of(signals: &[i32]) -> SigSet {
+        let mut set = SigSet::empty();
+        for &sig in signals {
+            // SAFETY: set is initialised; an invalid signal number only
+            // makes sigaddset fail, which we do not need to know.
+            unsafe { libc::sigaddset(&mut set.0, sig) };
+        }
+        set
+    }
+
+    /// Adds any signal number, including the two glibc reserves for itself
+    /// (32 and 33), which `sigaddset` refuses.
+    pub fn add_raw(&mut self, sig: i32) {
+        let bits = libc::c_ulong::BITS as usize;
+        let index = (sig - 1) as usize;
+        assert!(index < size_of::<libc::sigset_t>() * 8);
+        let words = &mut self.0 as *mut libc::sigset_t as *mut libc::c_ulong;
+        // SAFETY: on Linux sigset_t is an array of unsigned longs with bit
+        // (sig - 1) standing for sig; the index is checked to be inside it.
+        unsafe { *words.add(index / bits) |= 1 << (index % bits) };
+    }
+}
+
+/// The real-time signals glibc keeps for itself. Its posix_spawn leaves
+/// them ignored in the child unless they are in the set of signals to
+/// reset, so handlers would start with two signals ignored.
+pub const GLIBC_INTERNAL_SIGNALS: [i32; 2] = [32, 33];
+
+/// Blocks `set` in this thread (the process is single-threaded).
+pub fn block_signals(set: &SigSet) -> io::Result<()> {
+    // SAFETY: set is initialised; the old mask is not wanted.
+    let ret = unsafe { libc::sigprocmask(libc::SIG_BLOCK, &set.0, ptr::null_mut()) };
+    cvt(ret).map(drop)
+}
+
+/// Sets the signal mask to `set`.
+pub fn set_signal_mask(set: &SigSet) -> io::Result<()> {
+    // SAFETY: as above.
+    let ret = unsafe { libc::sigprocmask(libc::SIG_SETMASK, &set.0, ptr::null_mut()) };
+    cvt(ret).map(drop)
+}
+
+/// Restores the default disposition of `sig`.
+pub fn default_signal(sig: i32) -> io::Result<()> {
+    // SAFETY: SIG_DFL is always a valid disposition.
+    if unsafe { libc::signal(sig, libc::SIG_DFL) } == libc::SIG_ERR {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// A close-on-exec, non-blocking signalfd for `set` (which the caller blocks).
+pub fn signalfd(set: &SigSet) -> io::Result<OwnedFd> {
+    // SAFETY: set is initialised; -1 asks for a new descriptor.
+    let fd = cvt(unsafe { libc::signalfd(-1, &set.0, libc::SFD_CLOEXEC | libc::SFD_NONBLOCK) })?;
+    Ok(owned(fd))
+}
+
+/// Reads one pending signal from a signalfd; `None` when none is pending.
+pub fn read_signal(fd: BorrowedFd) -> io::Result<Option<i32>> {
+    // SAFETY: signalfd_siginfo is plain old data.
+    let mut info: libc::signalfd_siginfo = unsafe { zeroed() };
+    let size = size_of::<libc::signalfd_siginfo>();
+    // SAFETY: info is writable for `size` bytes.
+    let n = unsafe {
+        libc::read(
+            fd.as_raw_fd(),
+            &mut info as *mut _ as *mut libc::c_void,
+            size,
+        )
+    };
+    if n == -1 {
+        let e = io::Error::last_os_error();
+        return match e.kind() {
+            io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => Ok(None),
+            _ => Err(e),
+        };
+    }
+    Ok(Some(info.ssi_signo as i32))
+}
+
+/// Puts signal handling back to what a freshly exec'd program expects: no
+/// signal blocked and SIGPIPE at its default (the Rust runtime ignores it,
+/// and an ignored signal stays ignored across exec).
+pub fn reset_signals_for_exec() {
+    // Failure is impossible with these arguments; nothing to report.
+    let _ = set_signal_mask(&SigSet::empty());
+    let _ = default_signal(libc::SIGPIPE);
+}
+
+// ---------------------------------------------------------------- processes
+
+/// How a child ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Exit {
+    Code(i32),
+    Signal(i32),
+}
+
+impl Exit {
+    fn from_status(status: libc::c_int) -> Exit {
+        if libc::WIFSIGNALED(status) {
+            Exit::Signal(libc::WTERMSIG(status))
+        } else {
+            Exit::Code(libc::WEXITSTATUS(status))
+        }
+    }
+}
+
+/// Reaps one exited child without blocking: `None` when no child has exited.
+/// `pid` is -1 for any child.
+pub fn try_wait(pid: i32) -> io::Result<Option<(i32, Exit)>> {
+    let mut status: libc::c_int = 0;
+    // SAFETY: status is a valid, writable int.
+    let got = cvt_r(|| unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) })?;
+    if got == 0 {
+        return Ok(None);
+    }
+    Ok(Some((got, Exit::from_status(status))))
+}
+
+/// Waits for child `pid` to end.
+pub fn wait(pid: i32) -> io::Result<Exit> {
+    let mut status: libc::c_int = 0;
+    // SAFETY: status is a valid, writable int.
+    cvt_r(|| unsafe { libc::waitpid(pid, &mut status, 0) })?;
+    Ok(Exit::from_status(status))
+}
+
+pub fn getpid() -> i32 {
+    // SAFETY: getpid cannot fail.
+    unsafe { libc::getpid() }
+}
+
+/// Sends `sig` to `pid`.
+pub fn kill(pid: i32, sig: i32) -> io::Result<()> {
+    // SAFETY: no pointers.
+    cvt(unsafe { libc::kill(pid, sig) }).map(drop)
+}
+
+/// Ends the process at once, without running destructors or flushing stdio
+/// (for a forked child, and for `exit` paths that must not unwind).
+pub fn exit_now(code: i32) -> ! {
+    // SAFETY: _exit never returns and is async-signal-safe.
+    unsafe { libc::_exit(code) }
+}
+
+/// `argv`/`envp` in the C form: NUL-terminated strings and a NULL-terminated
+/// pointer array that points into them.
+pub struct CArgs {
+    _strings: Vec<CString>,
+    ptrs: Vec<*const libc::c_char>,
+}
+
+impl CArgs {
+    pub fn new(strings: Vec<CString>) -> CArgs {
+        let mut ptrs: Vec<_> = strings.iter().map(|s| s.as_ptr()).collect();
+        ptrs.push(ptr::null());
+        CArgs {
+            _strings: strings,
+            ptrs,
+        }
+    }
+
+    pub fn as_ptr(&self) -> *const *const libc::c_char {
+        self.ptrs.as_ptr()
+    }
+}
+
+/// Replaces this process with `path` (searched in $PATH when it holds no
+/// slash). Returns only on failure.
+pub fn execvpe(path: &CStr, argv: &CArgs, envp: &CArgs) -> io::Error {
+    reset_signals_for_exec();
+    // SAFETY: path is NUL-terminated and argv/envp are NULL-terminated
+    // arrays of NUL-terminated strings that outlive the call.
+    unsafe { libc::execvpe(path.as_ptr(), argv.as_ptr(), envp.as_ptr()) };
+    io::Error::last_os_error()
+}
+
+/// Replaces this process with the program at exactly `path`.
+pub fn execve(path: &CStr, argv: &CArgs, envp: &CArgs) -> io::Error {
+    reset_signals_for_exec();
+    // SAFETY: as in `execvpe`.
+    unsafe { libc::execve(path.as_ptr(), argv.as_ptr(), envp.as_ptr()) };
+    io::Error::last_os_error()
+}
+
+/// Settings for spawning handlers: signal mask emptied and the signals we
+/// touched back at their defaults in the child.
+pub struct SpawnAttr(libc::posix_spawnattr_t);
+
+impl SpawnAttr {
+    pub fn new(defaults: &SigSet) -> io::Result<SpawnAttr> {
+        let mut attr = MaybeUninit::<libc::posix_spawnattr_t>::uninit();
+        // SAFETY: init initialises the attribute object.
+        check(unsafe { libc::posix_spawnattr_init(attr.as_mut_ptr()) })?;
+        // SAFETY: initialised just above.
+        let mut attr = SpawnAttr(unsafe { attr.assume_init() });
+        let flags = libc::POSIX_SPAWN_SETSIGMASK | libc::POSIX_SPAWN_SETSIGDEF;
+        // SAFETY: attr is initialised; the sets are valid for the calls.
+        unsafe {
+            check(libc::posix_spawnattr_setflags(&mut attr.0, flags as _))?;
+            check(libc::posix_spawnattr_setsigmask(
+                &mut attr.0,
+                &SigSet::empty().0,
+            ))?;
+            check(libc::posix_spawnattr_setsigdefault(
+                &mut attr.0,
+                &defaults.0,
+            ))?;
+        }
+        Ok(attr)
+    }
+}
+
+impl Drop for SpawnAttr {
+    fn drop(&mut self) {
+        // SAFETY: the object was initialised by `new`.
+        unsafe { libc::posix_spawnattr_destroy(&mut self.0) };
+    }
+}
+
+/// The descriptor moves a spawned child makes before exec.
+pub struct FileActions(libc::posix_spawn_file_actions_t);
+
+impl FileActions {
+    /// Actions that put `fd` on the child's stdin and stdout.
+    pub fn stdin_stdout(fd: RawFd) -> io::Result<FileActions> {
+        let mut fa = MaybeUninit::<libc::posix_spawn_file_actions_t>::uninit();
+        // SAFETY: init initialises the object.
+        check(unsafe { libc::posix_spawn_file_actions_init(fa.as_mut_ptr()) })?;
+        // SAFETY: initialised just above.
+        let mut fa = FileActions(unsafe { fa.assume_init() });
+        // SAFETY: fa is initialised. dup2 in the child clears close-on-exec
+        // on the targets; the source stays close-on-exec and so is closed.
+        unsafe {
+            check(libc::posix_spawn_file_actions_adddup2(&mut fa.0, fd, 0))?;
+            check(libc::posix_spawn_file_actions_adddup2(&mut fa.0, fd, 1))?;
+        }
+        Ok(fa)
+    }
+}
+
+impl Drop for FileActions {
+    fn drop(&mut self) {
+        // SAFETY: the object was initialised by its constructor.
+        unsafe { libc::posix_spawn_file_actions_destroy(&mut self.0) };
+    }
+}
+
+/// posix_spawn returns the error number instead of setting errno.
+fn check(ret: libc::c_int) -> io::Result<()> {
+    if ret == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::from_raw_os_error(ret))
+    }
+}
+
+/// Starts `path` (searched in $PATH when `search`) as a child; returns its
+/// pid. An exec failure in the child is reported here as the error.
+pub fn spawn(
+    path: &CStr,
+    search: bool,
+    actions: &FileActions,
+    attr: &SpawnAttr,
+    argv: *const *const libc::c_char,
+    envp: *const *const libc::c_char,
+) -> io::Result<i32> {
+    let mut pid: libc::pid_t = 0;
+    let call = if search {
+        libc::posix_spawnp
+    } else {
+        libc::posix_spawn
+    };
+    // SAFETY: path is NUL-terminated; actions and attr are initialised;
+    // argv and envp are NULL-terminated arrays of NUL-terminated strings
+    // that the caller keeps alive for the call (posix_spawn copies nothing
+    // after it returns).
+    check(unsafe {
+        call(
+            &mut pid,
+            path.as_ptr(),
+            &actions.0,
+            &attr.0,
+            argv as *const *mut libc::c_char,
+            envp as *const *mut libc::c_char,
+        )
+    })?;
+    Ok(pid)
+}
