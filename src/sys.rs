@@ -521,6 +521,14 @@ pub fn try_wait(pid: i32) -> io::Result<Option<(i32, Exit)>> {
     Ok(Some((got, Exit::from_status(status))))
 }
 
+/// Waits for any child to end.
+pub fn wait_any() -> io::Result<(i32, Exit)> {
+    let mut status: libc::c_int = 0;
+    // SAFETY: status is a valid, writable int.
+    let pid = cvt_r(|| unsafe { libc::waitpid(-1, &mut status, 0) })?;
+    Ok((pid, Exit::from_status(status)))
+}
+
 /// Waits for child `pid` to end.
 pub fn wait(pid: i32) -> io::Result<Exit> {
     let mut status: libc::c_int = 0;
