@@ -226,10 +226,22 @@ impl Server {
                 State::Running { .. } => (-1, -1),
                 State::Pausing { until } => (-1, ms_until(*until)),
             };
-            let mut fds = [pollfd(self.signals.as_raw_fd()), pollfd(watch)];
+            let mut fds = [
+                pollfd(self.signals.as_raw_fd(), libc::POLLIN),
+                pollfd(watch, libc::POLLIN | libc::POLLRDHUP),
+            ];
             sys::poll(&mut fds, timeout).map_err(|e| Error::sys("poll", &e))?;
             if fds[0].revents != 0 {
                 self.handle_signals()?;
+            }
+            // A handler shut the socket down for reading: poll now reports
+            // it readable for ever, and a unix socket refuses every sender.
+            // Nothing short of a new socket can serve again.
+            if fds[1].revents & libc::POLLRDHUP != 0 {
+                return Err(Error::new(
+                    error::SYSTEM,
+                    "unable to wait for datagrams: the socket was shut down for reading",
+                ));
             }
             if let State::Pausing { until } = self.state
                 && Instant::now() >= until
@@ -387,10 +399,10 @@ fn ms_until(until: Instant) -> i32 {
     left.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32
 }
 
-fn pollfd(fd: i32) -> libc::pollfd {
+fn pollfd(fd: i32, events: libc::c_short) -> libc::pollfd {
     libc::pollfd {
         fd,
-        events: libc::POLLIN,
+        events,
         revents: 0,
     }
 }

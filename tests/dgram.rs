@@ -451,6 +451,29 @@ fn a_handler_that_cannot_be_started_is_backed_off_without_spinning() {
 }
 
 #[test]
+fn a_socket_shut_down_by_a_handler_is_fatal_not_a_spin() {
+    // After shutdown(SHUT_RD) poll reports the socket readable for ever.
+    let script = r#"
+import socket
+s = socket.socket(fileno=0)
+data, peer = s.recvfrom(65536)
+try:
+    s.shutdown(socket.SHUT_RD)
+except OSError:
+    pass
+s.sendto(data, peer)
+"#;
+    let (mut srv, addr) = udp_server(&[], &py(script));
+    assert_eq!(ask(&udp_client("127.0.0.1:0"), addr, "bye"), "bye");
+    assert_eq!(srv.wait().code(), Some(111));
+    assert_eq!(
+        srv.stderr(),
+        "skd-dgram: fatal: unable to wait for datagrams: \
+         the socket was shut down for reading\n"
+    );
+}
+
+#[test]
 fn sigterm_and_sigint_stop_the_server_promptly() {
     // Idle, once serving (a first exchange shows it is).
     let (mut idle, addr) = udp_server(&[], &py(ECHO));
@@ -576,4 +599,21 @@ fn bad_input_gives_one_line_and_the_right_status() {
         assert!(err.starts_with("skd-dgram: fatal: "), "{args:?}: {err}");
         assert!(err.contains(text), "{args:?}: {err}");
     }
+}
+
+#[test]
+fn serves_a_unix_datagram_socket_bound_by_s6() {
+    let binder = require("s6-ipcserver-socketbinder");
+    let dir = TempDir::new();
+    let path = dir.path("s6.sock");
+    let mut args = vec!["-m", "-b", "0", path.to_str().unwrap(), SKD_DGRAM];
+    args.extend(py(REPLY));
+    let _srv = Server::start(cmd(&binder, &args));
+    let c = unix_client(&dir.path("client.sock"));
+    wait_until("socket file", || path.exists());
+    c.send_to(b"from s6", &path).unwrap();
+    let mut buf = [0u8; 256];
+    let n = c.recv(&mut buf).expect("a reply");
+    let (proto, _, data) = parts(&String::from_utf8_lossy(&buf[..n]));
+    assert_eq!((proto.as_str(), data.as_str()), ("UNIX-DGRAM", "from s6"));
 }
