@@ -7,6 +7,7 @@ pub mod addr;
 pub mod args;
 pub mod bind;
 pub mod chain;
+pub mod dgram;
 pub mod error;
 pub mod handler;
 pub mod sys;

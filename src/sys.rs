@@ -699,3 +699,70 @@ pub fn spawn(
     })?;
     Ok(pid)
 }
+
+// ---------------------------------------------------------------- skd-dgram
+
+/// Sets or clears `O_NONBLOCK` on the open file description behind `fd`
+/// (shared by every duplicate of it, in every process that holds one).
+pub fn set_nonblocking(fd: BorrowedFd, on: bool) -> io::Result<()> {
+    // SAFETY: fcntl on a borrowed, open descriptor; no pointers involved.
+    let flags = cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) })?;
+    let new = if on {
+        flags | libc::O_NONBLOCK
+    } else {
+        flags & !libc::O_NONBLOCK
+    };
+    if new != flags {
+        // SAFETY: as above.
+        cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, new) })?;
+    }
+    Ok(())
+}
+
+/// Looks at the next queued datagram without taking it off the queue and
+/// without blocking: copies up to `buf.len()` bytes of it into `buf` and
+/// returns its full length and its sender's address.
+pub fn peek_from(fd: BorrowedFd, buf: &mut [u8]) -> io::Result<(usize, RawAddr)> {
+    let mut addr = RawAddr::empty();
+    let flags = libc::MSG_PEEK | libc::MSG_DONTWAIT | libc::MSG_TRUNC;
+    let n = cvt_r(|| {
+        addr.len = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        // SAFETY: buf is writable for buf.len() bytes; storage and len
+        // describe a writable sockaddr_storage.
+        unsafe {
+            libc::recvfrom(
+                fd.as_raw_fd(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                flags,
+                &mut addr.storage as *mut _ as *mut libc::sockaddr,
+                &mut addr.len,
+            ) as libc::c_int
+        }
+    })?;
+    Ok((n as usize, addr))
+}
+
+impl RawAddr {
+    /// The name in a unix-domain address: a path, or an abstract name with
+    /// its leading NUL byte. Empty for an unnamed socket or another family.
+    pub fn unix_name(&self) -> Vec<u8> {
+        if self.family() != libc::AF_UNIX {
+            return Vec::new();
+        }
+        // SAFETY: the family says the storage holds a sockaddr_un.
+        let sun = unsafe { &*(&self.storage as *const _ as *const libc::sockaddr_un) };
+        let len = (self.len as usize)
+            .saturating_sub(size_of::<libc::sa_family_t>())
+            .min(sun.sun_path.len());
+        let mut name: Vec<u8> = sun.sun_path[..len].iter().map(|&c| c as u8).collect();
+        // A path ends at its first NUL; an abstract name starts with one and
+        // runs for the whole length.
+        if name.first() != Some(&0)
+            && let Some(end) = name.iter().position(|&b| b == 0)
+        {
+            name.truncate(end);
+        }
+        name
+    }
+}

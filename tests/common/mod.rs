@@ -315,3 +315,37 @@ pub fn inheritable_fds() -> Vec<i32> {
     }
     out
 }
+
+// ---------------------------------------------------------------- skd-dgram
+
+pub const SKD_DGRAM: &str = env!("CARGO_BIN_EXE_skd-dgram");
+
+impl Server {
+    /// Waits (bounded) until no process holds the server's stdout open any
+    /// more, skipping any lines still to come.
+    pub fn wait_stdout_closed(&self) {
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(_) => continue,
+                Err(mpsc::RecvTimeoutError::Disconnected) => return,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    panic!("stdout is still open; stderr: {}", self.stderr())
+                }
+            }
+        }
+    }
+}
+
+/// How many times `pid` has blocked of its own accord (in poll, or waiting
+/// for a vfork-like child to exec): a process that spins on a busy loop of
+/// system calls piles these up by the thousand each second.
+pub fn voluntary_switches(pid: i32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("voluntary_ctxt_switches in /proc/PID/status")
+}
