@@ -5,9 +5,11 @@
 pub mod accept;
 pub mod addr;
 pub mod args;
+pub mod background;
 pub mod bind;
 pub mod chain;
 pub mod dgram;
 pub mod error;
 pub mod handler;
+pub mod pidfile;
 pub mod sys;

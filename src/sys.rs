@@ -766,3 +766,48 @@ impl RawAddr {
         name
     }
 }
+
+// ---------------------------------------------------------------- skd-background, skd-pidfile
+
+/// Which side of a `fork` we are on.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Forked {
+    Child,
+    Parent(i32),
+}
+
+/// Forks the process.
+///
+/// Only for single-threaded processes, which every skd tool is (the Rust
+/// runtime starts no thread of its own): the child is then a complete copy
+/// with no lock held by a vanished thread, so it may go on running
+/// ordinary Rust code (allocate, format messages) up to its exec or exit.
+pub fn fork() -> io::Result<Forked> {
+    // SAFETY: fork takes no arguments. The process is single-threaded (see
+    // above), so the child inherits a consistent heap and stdio state and
+    // is free to run any code, not only async-signal-safe functions.
+    match cvt(unsafe { libc::fork() })? {
+        0 => Ok(Forked::Child),
+        pid => Ok(Forked::Parent(pid)),
+    }
+}
+
+/// Makes this process the leader of a new session (and process group),
+/// without a controlling terminal.
+pub fn setsid() -> io::Result<()> {
+    // SAFETY: no arguments, no pointers.
+    cvt(unsafe { libc::setsid() }).map(drop)
+}
+
+/// Whether `fd` is an open descriptor on a terminal.
+pub fn isatty(fd: RawFd) -> bool {
+    // SAFETY: isatty accepts any int; a closed descriptor gives 0.
+    unsafe { libc::isatty(fd) == 1 }
+}
+
+/// Takes an exclusive `flock(2)` lock on `fd` without waiting; fails with
+/// `EWOULDBLOCK` when another open file description holds a lock.
+pub fn try_lock(fd: BorrowedFd) -> io::Result<()> {
+    // SAFETY: flock on a borrowed, open descriptor; no pointers.
+    cvt_r(|| unsafe { libc::flock(fd.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) }).map(drop)
+}
