@@ -7,6 +7,7 @@ use std::fmt::Write as _;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::time::{Duration, Instant};
 
 use lexopt::Arg::{Short, Value};
 
@@ -122,13 +123,21 @@ struct Server {
     max: usize,
     nodelay: bool,
     verbose: bool,
-    /// Set while accept fails for want of descriptors or memory: we warn
-    /// once per episode and pause instead of spinning.
-    starved: bool,
+    /// Set while accept or spawn fails for want of descriptors, memory
+    /// or processes: the listener is left alone until then, or until a
+    /// handler exits (which may end the shortage), instead of spinning on
+    /// a queue we cannot serve. Waiting clients stay in the backlog.
+    paused_until: Option<Instant>,
+    /// Consecutive failures for want of resources, in accept and in
+    /// spawn: the first of an episode is reported as a warning, the rest
+    /// only counted, and the first success after them ends the episode
+    /// with an info line. A flood cannot flood the log.
+    accept_failures: u64,
+    spawn_failures: u64,
 }
 
-/// Why a poll round ended without a connection to take.
-const PAUSE_MS: i32 = 1000;
+/// How long a shortage pauses accepting, unless a handler exits first.
+const PAUSE: Duration = Duration::from_secs(1);
 
 impl Server {
     fn new(
@@ -141,6 +150,15 @@ impl Server {
         // our own stdout must not hold the caller's open (`port=$(...)`).
         sys::set_cloexec(listener, true)
             .map_err(|e| Error::sys("set close-on-exec on stdin", &e))?;
+        // Another holder of the socket (a second server, a prefork
+        // sibling) may take the connection that woke our poll before our
+        // accept: a blocking accept would then wait, deaf to signals, for
+        // the next client. Non-blocking, it fails with EAGAIN and we poll
+        // again. Handlers never see the listener; another holder shares
+        // the flag (it is the open file description's), and as a sharer it
+        // must already expect EAGAIN from accept.
+        sys::set_nonblocking(listener, true)
+            .map_err(|e| Error::sys("make stdin non-blocking", &e))?;
         let null = sys::open_dev_null().map_err(|e| Error::sys("open /dev/null", &e))?;
         sys::move_to(null, 1).map_err(|e| Error::sys("redirect stdout to /dev/null", &e))?;
 
@@ -171,7 +189,9 @@ impl Server {
             max: opts.max,
             nodelay: opts.nodelay,
             verbose: opts.verbose,
-            starved: false,
+            paused_until: None,
+            accept_failures: 0,
+            spawn_failures: 0,
         };
         // Children that ended before we watched for SIGCHLD.
         server.reap();
@@ -180,7 +200,11 @@ impl Server {
 
     fn run(&mut self) -> Result<std::convert::Infallible, Error> {
         loop {
-            let accepting = self.children.len() < self.max && !self.starved;
+            // The pause ends on time however many signals arrive meanwhile.
+            if self.paused_until.is_some_and(|t| Instant::now() >= t) {
+                self.paused_until = None;
+            }
+            let accepting = self.children.len() < self.max && self.paused_until.is_none();
             let mut fds = [
                 pollfd(self.signals.as_raw_fd()),
                 pollfd(if accepting {
@@ -189,15 +213,14 @@ impl Server {
                     -1
                 }),
             ];
-            let timeout = if self.starved { PAUSE_MS } else { -1 };
-            let ready = sys::poll(&mut fds, timeout).map_err(|e| Error::sys("poll", &e))?;
+            // Rounded up, so that we never wake just before the deadline.
+            let timeout = self.paused_until.map_or(-1, |t| {
+                let left = t.saturating_duration_since(Instant::now());
+                left.as_millis().min(PAUSE.as_millis()) as i32 + 1
+            });
+            sys::poll(&mut fds, timeout).map_err(|e| Error::sys("poll", &e))?;
             if fds[0].revents != 0 {
                 self.handle_signals()?;
-            }
-            if ready == 0 && self.starved {
-                // The pause is over: try again.
-                self.starved = false;
-                continue;
             }
             if fds[1].revents != 0 {
                 self.accept_one()?;
@@ -220,7 +243,13 @@ impl Server {
 
     fn reap(&mut self) {
         while let Ok(Some((pid, exit))) = sys::try_wait(-1) {
-            if self.children.remove(&pid) && self.verbose {
+            if !self.children.remove(&pid) {
+                continue;
+            }
+            // A process slot (and maybe descriptors, system-wide) is free:
+            // end any pause at once rather than on the timer.
+            self.paused_until = None;
+            if self.verbose {
                 let how = match exit {
                     sys::Exit::Code(code) => format!("exited with status {code}"),
                     sys::Exit::Signal(sig) => format!("was killed by signal {sig}"),
@@ -240,6 +269,10 @@ impl Server {
     fn accept_one(&mut self) -> Result<(), Error> {
         match sys::accept(self.listener) {
             Ok((conn, peer)) => {
+                if self.accept_failures > 0 {
+                    self.accept_failures = 0;
+                    error::info(PROG, "accepting again");
+                }
                 self.start_handler(conn, peer);
                 Ok(())
             }
@@ -252,11 +285,14 @@ impl Server {
             // Out of descriptors or memory: pause (until a handler exits or
             // a second passes) instead of spinning on a queue we cannot take.
             libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM => {
-                error::warn(
-                    PROG,
-                    &format!("unable to accept: {} (pausing)", error::describe(&e)),
-                );
-                self.starved = true;
+                if self.accept_failures == 0 {
+                    error::warn(
+                        PROG,
+                        &format!("unable to accept: {} (pausing)", error::describe(&e)),
+                    );
+                }
+                self.accept_failures += 1;
+                self.paused_until = Some(Instant::now() + PAUSE);
                 Ok(())
             }
             // The connection died before we took it, or a transient network
@@ -318,6 +354,13 @@ impl Server {
         match self.handler.spawn(conn.as_raw_fd(), &vars) {
             Ok(pid) => {
                 self.children.insert(pid);
+                if self.spawn_failures > 0 {
+                    let dropped = std::mem::take(&mut self.spawn_failures);
+                    error::info(
+                        PROG,
+                        &format!("spawning again, {dropped} connections were dropped"),
+                    );
+                }
                 if self.verbose {
                     error::info(
                         PROG,
@@ -325,16 +368,34 @@ impl Server {
                     );
                 }
             }
-            Err(e) => error::warn(
-                PROG,
-                &format!(
-                    "unable to spawn {}: {}",
-                    self.handler.name(),
-                    error::describe(&e)
-                ),
-            ),
+            Err(e) => self.spawn_failed(&e),
         }
-        // `conn` is closed here: the handler has its own copies.
+        // `conn` is closed here: the handler has its own copies (or, if
+        // none could be started, the client sees the connection close).
+    }
+
+    fn spawn_failed(&mut self, e: &io::Error) {
+        let what = format!(
+            "unable to spawn {}: {}",
+            self.handler.name(),
+            error::describe(e)
+        );
+        match e.raw_os_error() {
+            // Out of processes (RLIMIT_NPROC, pid_max) or memory: a
+            // shortage like accept's. This connection is dropped; pausing
+            // keeps the next ones waiting in the backlog until a handler
+            // exits, instead of dropping them one after another.
+            Some(libc::EAGAIN | libc::ENOMEM) => {
+                if self.spawn_failures == 0 {
+                    error::warn(PROG, &format!("{what} (dropping the connection, pausing)"));
+                }
+                self.spawn_failures += 1;
+                self.paused_until = Some(Instant::now() + PAUSE);
+            }
+            // A missing or unusable program: one line per connection, as
+            // tcpserver and s6 do (the rate is the clients' rate).
+            _ => error::warn(PROG, &what),
+        }
     }
 }
 
