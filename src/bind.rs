@@ -89,9 +89,25 @@ pub fn main() -> ! {
         let env = chain::start();
         let opts = parse(std::env::args_os().skip(1))?;
         let socket = bind(&opts)?;
-        sys::move_to(socket, 0).map_err(|e| Error::sys("move the socket to fd 0", &e))?;
-        Err(chain::exec(&opts.argv, env))
+        let err = match sys::move_to(socket, 0) {
+            Ok(()) => chain::exec(&opts.argv, env),
+            Err(e) => Error::sys("move the socket to fd 0", &e),
+        };
+        remove_socket_file(&opts.target);
+        Err(err)
     })
+}
+
+/// After a failure between bind and exec: removes the socket file we just
+/// made, so that a start that failed leaves nothing behind. Only a socket
+/// is removed. (Once the next program runs, the file is its business; a
+/// stale one is replaced by the next start.)
+fn remove_socket_file(target: &Target) {
+    if let Target::Unix(path) = target
+        && std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket())
+    {
+        let _ = std::fs::remove_file(path);
+    }
 }
 
 /// Creates, binds and (for streams) listens on the socket; reports the

@@ -63,9 +63,25 @@ pub fn describe(err: &io::Error) -> String {
 /// Prints `PROG: KIND: MSG` on stderr in a single write, so that lines from
 /// concurrent processes sharing a log never interleave.
 pub fn say(prog: &str, kind: &str, msg: &str) {
-    let line = format!("{prog}: {kind}: {msg}\n");
     // Nothing sensible can be done if stderr is gone.
-    let _ = sys::write_all(sys::borrow_raw(2), line.as_bytes());
+    let _ = sys::write_all(sys::borrow_raw(2), line(prog, kind, msg).as_bytes());
+}
+
+/// The line `say` writes. Messages quote what they were given (an option
+/// value, a path, a program name): control characters in it are escaped
+/// (`\n`, `\u{1b}`), so that a message is always exactly one line and
+/// cannot forge another line in a log or drive a terminal.
+pub fn line(prog: &str, kind: &str, msg: &str) -> String {
+    let mut line = format!("{prog}: {kind}: ");
+    for c in msg.chars() {
+        if c.is_control() {
+            line.extend(c.escape_debug());
+        } else {
+            line.push(c);
+        }
+    }
+    line.push('\n');
+    line
 }
 
 pub fn warn(prog: &str, msg: &str) {
