@@ -9,4 +9,7 @@ pub mod bind;
 pub mod chain;
 pub mod error;
 pub mod handler;
+pub mod log;
+pub mod setuid;
 pub mod sys;
+pub mod syslog;
