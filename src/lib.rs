@@ -11,5 +11,8 @@ pub mod chain;
 pub mod dgram;
 pub mod error;
 pub mod handler;
+pub mod log;
 pub mod pidfile;
+pub mod setuid;
 pub mod sys;
+pub mod syslog;
