@@ -265,6 +265,23 @@ mod tests {
         words.join(" ")
     }
 
+    /// Every row of the README's table of classic command lines.
+    #[test]
+    fn the_readme_table() {
+        let readme = include_str!("../README.md");
+        let rows: Vec<(&str, &str)> = readme
+            .lines()
+            .filter_map(|l| l.strip_prefix("| `skd "))
+            .filter_map(|l| l.split_once("` | `"))
+            .map(|(classic, rest)| (classic, rest.trim_end_matches("` |")))
+            .collect();
+        assert!(rows.len() >= 8, "{rows:?}");
+        for (classic, expected) in rows {
+            let args: Vec<&str> = classic.split(' ').collect();
+            assert_eq!(chain(&args), expected, "skd {classic}");
+        }
+    }
+
     #[test]
     fn the_readme_examples() {
         assert_eq!(
