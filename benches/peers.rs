@@ -96,7 +96,10 @@ fn main() {
             startup_runs: 200,
         }
     };
-    println!("# skd benchmark ({} mode)\n", if quick { "quick" } else { "full" });
+    println!(
+        "# skd benchmark ({} mode)\n",
+        if quick { "quick" } else { "full" }
+    );
     println!("{}\n", machine());
     println!(
         "{} rounds of {} s per server, {} concurrent clients, each connection read to EOF.\n",
@@ -110,10 +113,14 @@ fn main() {
         ("small-response handler (`/bin/echo hello`)", ECHO),
     ] {
         println!("## TCP, {label}\n");
-        let servers: Vec<Server> = [start_skd_chain_tcp(handler), start_tcpserver(handler), floor()]
-            .into_iter()
-            .flatten()
-            .collect();
+        let servers: Vec<Server> = [
+            start_skd_chain_tcp(handler),
+            start_tcpserver(handler),
+            floor(),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
         report(&cfg, &servers, "tcpserver", handler);
     }
 
@@ -133,7 +140,11 @@ fn main() {
     println!("## Binary sizes\n");
     for bin in [SKD_BIND, SKD_ACCEPT] {
         let size = std::fs::metadata(bin).map(|m| m.len()).unwrap_or(0);
-        println!("- `{}`: {} KiB", Path::new(bin).file_name().unwrap().to_string_lossy(), size / 1024);
+        println!(
+            "- `{}`: {} KiB",
+            Path::new(bin).file_name().unwrap().to_string_lossy(),
+            size / 1024
+        );
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -141,7 +152,11 @@ fn main() {
 fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|c| c.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned()))
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
+        })
         .unwrap_or_default();
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     let cores = thread::available_parallelism().map_or(0, |n| n.get());
@@ -159,7 +174,9 @@ fn which(tool: &str) -> Option<PathBuf> {
 
 /// Starts a server in its own process group and reads the port it prints.
 fn spawn_with_port(name: &str, mut cmd: Command) -> Option<Server> {
-    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::null());
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
     std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
     let mut child = cmd.spawn().ok()?;
     let mut out = child.stdout.take()?;
@@ -191,12 +208,15 @@ fn start_tcpserver(handler: &[&str]) -> Option<Server> {
         return None;
     };
     let mut cmd = Command::new(tcpserver);
-    cmd.args(["-1", "-HRl0", "-c", "10000", "-b", "4096", "127.0.0.1", "0"]).args(handler);
+    cmd.args(["-1", "-HRl0", "-c", "10000", "-b", "4096", "127.0.0.1", "0"])
+        .args(handler);
     spawn_with_port("tcpserver", cmd)
 }
 
 fn start_unix(name: &str, mut cmd: Command, path: &Path) -> Option<Server> {
-    cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
     std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
     let child = cmd.spawn().ok()?;
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -258,7 +278,10 @@ fn rss_kb(pid: i32) -> u64 {
 /// excluded), in microseconds: utime + stime from /proc/PID/stat.
 fn cpu_us(pid: i32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat.rsplit_once(") ").map(|(_, r)| r.split(' ').collect()).unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit_once(") ")
+        .map(|(_, r)| r.split(' ').collect())
+        .unwrap_or_default();
     let ticks: f64 = fields.get(11).and_then(|u| u.parse().ok()).unwrap_or(0.0)
         + fields.get(12).and_then(|s| s.parse().ok()).unwrap_or(0.0);
     // Linux reports these in USER_HZ, which is 100 on every architecture.
@@ -299,7 +322,12 @@ fn one_connection(target: &Target) -> bool {
 fn measure_floor(cfg: &Config, handler: &[&str]) -> (Vec<f64>, f64) {
     let null = sys::open_dev_null().unwrap();
     let path = std::ffi::CString::new(handler[0]).unwrap();
-    let argv = sys::CArgs::new(handler.iter().map(|a| std::ffi::CString::new(*a).unwrap()).collect());
+    let argv = sys::CArgs::new(
+        handler
+            .iter()
+            .map(|a| std::ffi::CString::new(*a).unwrap())
+            .collect(),
+    );
     let envp = sys::CArgs::new(skd::chain::Env::from_process().to_c());
     let actions = sys::FileActions::stdin_stdout(null.as_raw_fd()).unwrap();
     let attr = sys::SpawnAttr::new(&sys::SigSet::of(&[libc::SIGPIPE])).unwrap();
@@ -407,16 +435,32 @@ fn report(cfg: &Config, servers: &[Server], peer: &str, handler: &[&str]) {
         }
     }
     let peer_index = servers.iter().position(|s| s.name == peer);
-    let floor_index = servers.iter().position(|s| matches!(s.target, Target::Floor));
-    println!("| server | conn/s | p50 ms | p99 ms | server CPU µs/conn | idle RSS KiB | × {peer} (conn/s) | × floor (conn/s) | × {peer} (CPU/conn) |");
+    let floor_index = servers
+        .iter()
+        .position(|s| matches!(s.target, Target::Floor));
+    println!(
+        "| server | conn/s | p50 ms | p99 ms | server CPU µs/conn | idle RSS KiB | × {peer} (conn/s) | × floor (conn/s) | × {peer} (CPU/conn) |"
+    );
     println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     for (i, s) in servers.iter().enumerate() {
         let col = |f: fn(&Sample) -> f64| median(samples[i].iter().map(f).collect());
         let ratio = |j: Option<usize>, f: fn(&Sample) -> f64| match j {
-            Some(j) => median(samples[i].iter().zip(&samples[j]).map(|(a, b)| f(a) / f(b)).collect()),
+            Some(j) => median(
+                samples[i]
+                    .iter()
+                    .zip(&samples[j])
+                    .map(|(a, b)| f(a) / f(b))
+                    .collect(),
+            ),
             None => f64::NAN,
         };
-        let fmt = |x: f64, d: usize| if x.is_finite() { format!("{x:.d$}") } else { "–".into() };
+        let fmt = |x: f64, d: usize| {
+            if x.is_finite() {
+                format!("{x:.d$}")
+            } else {
+                "–".into()
+            }
+        };
         println!(
             "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             s.name,
@@ -424,7 +468,11 @@ fn report(cfg: &Config, servers: &[Server], peer: &str, handler: &[&str]) {
             fmt(col(|x| x.p50_us) / 1000.0, 2),
             fmt(col(|x| x.p99_us) / 1000.0, 2),
             fmt(col(|x| x.cpu_us_per_conn), 1),
-            if s.child.is_some() { s.idle_rss_kb.to_string() } else { "–".into() },
+            if s.child.is_some() {
+                s.idle_rss_kb.to_string()
+            } else {
+                "–".into()
+            },
             fmt(ratio(peer_index, |x| x.conns_per_sec), 2),
             fmt(ratio(floor_index, |x| x.conns_per_sec), 2),
             fmt(ratio(peer_index, |x| x.cpu_us_per_conn), 2),
@@ -462,7 +510,11 @@ fn startup(cfg: &Config) {
             }
         }
         times.sort_by(|a, b| a.partial_cmp(b).unwrap());
-        println!("| {name} | {:.2} | {:.2} |", median(times.clone()), percentile(&times, 0.9));
+        println!(
+            "| {name} | {:.2} | {:.2} |",
+            median(times.clone()),
+            percentile(&times, 0.9)
+        );
     }
     println!();
 }

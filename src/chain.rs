@@ -10,7 +10,7 @@
 //! its exit status as one byte, then dies.
 
 use std::ffi::{CString, OsStr, OsString};
-use std::os::fd::RawFd;
+use std::os::fd::{IntoRawFd, RawFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI32, Ordering};
@@ -127,6 +127,18 @@ pub fn report_failure(code: i32) {
         let _ = sys::write(sys::borrow_raw(fd), &[code.clamp(1, 255) as u8]);
         sys::close_raw(fd);
     }
+}
+
+/// Moves the adopted readiness descriptor off `fd` (when it is there), for
+/// a tool about to put something else on that number (`skd-bind -a` on 3).
+pub fn vacate(fd: RawFd) -> std::io::Result<()> {
+    if ready_fd() != Some(fd) {
+        return Ok(());
+    }
+    let moved = sys::dup_at_least(sys::borrow_raw(fd), fd + 1)?;
+    READY_FD.store(moved.into_raw_fd(), Ordering::Relaxed);
+    sys::close_raw(fd);
+    Ok(())
 }
 
 /// The tool an argv[0] names, if it names one of ours.

@@ -3,10 +3,12 @@
 //! The binaries in `src/bin` are glue over this library.
 
 pub mod accept;
+pub mod activation;
 pub mod addr;
 pub mod args;
 pub mod bind;
 pub mod chain;
 pub mod error;
 pub mod handler;
+pub mod notify;
 pub mod sys;
