@@ -8,11 +8,19 @@
 //! once it serves; exec'ing any other program closes it too (close-on-exec).
 //! The waiting side sees end-of-file: ready. A tool that fails first writes
 //! its exit status as one byte, then dies.
+//!
+//! Held descriptors (see skd-pidfile(8)): a descriptor that must stay open
+//! as long as the daemon runs (the pidfile's lock) is handed on the same
+//! way in `SKD_PIDFILE_FD=N[,N...]`: adopted close-on-exec (so that handlers
+//! spawned by a server never see it), passed on with the variable to the
+//! next skd tool, and left open without the variable when the next program
+//! is not an skd tool, because that program is then the daemon.
 
 use std::ffi::{CString, OsStr, OsString};
-use std::os::fd::{IntoRawFd, RawFd};
+use std::os::fd::{IntoRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicI32, Ordering};
 
 use crate::error::Error;
@@ -20,6 +28,9 @@ use crate::sys;
 
 /// The variable that carries the readiness descriptor's number.
 pub const READY_VAR: &str = "SKD_READY_FD";
+
+/// The variable that carries the numbers of the held descriptors.
+pub const HELD_VAR: &str = "SKD_PIDFILE_FD";
 
 /// The programs of this toolset: the names the multicall binary answers to
 /// and the next programs that understand the readiness protocol.
@@ -37,6 +48,10 @@ pub const TOOLS: &[&str] = &[
 /// The adopted readiness descriptor, or -1. Process-wide by nature: it is
 /// needed wherever the process may die.
 static READY_FD: AtomicI32 = AtomicI32::new(-1);
+
+/// The descriptors held for the daemon's lifetime, close-on-exec until the
+/// exec that ends this step.
+static HELD: Mutex<Vec<RawFd>> = Mutex::new(Vec::new());
 
 /// The environment as `(name, value)` pairs, kept as `OsString` from start
 /// to exec.
@@ -97,7 +112,45 @@ pub fn start() -> Env {
     {
         READY_FD.store(fd, Ordering::Relaxed);
     }
+    if let Some(list) = env.remove(HELD_VAR) {
+        for fd in parse_fd_list(&list) {
+            if sys::is_open(fd) && sys::set_cloexec(sys::borrow_raw(fd), true).is_ok() {
+                held().push(fd);
+            }
+        }
+    }
     env
+}
+
+fn held() -> std::sync::MutexGuard<'static, Vec<RawFd>> {
+    // The process is single-threaded: the lock cannot be poisoned by a
+    // panic elsewhere, and if it were, the list itself is still sound.
+    HELD.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The held descriptors' numbers from `N[,N...]`; bad entries are skipped.
+fn parse_fd_list(value: &OsStr) -> Vec<RawFd> {
+    let Some(text) = value.to_str() else {
+        return Vec::new();
+    };
+    let mut fds: Vec<RawFd> = text
+        .split(',')
+        .filter_map(|n| parse_fd(OsStr::new(n)))
+        .collect();
+    fds.sort_unstable();
+    fds.dedup();
+    fds
+}
+
+/// Keeps `fd` open for the rest of the chain and in the program that ends
+/// it, but never in the handlers a server spawns (see the module comment).
+pub fn hold(fd: OwnedFd) {
+    held().push(fd.into_raw_fd());
+}
+
+/// The held descriptors.
+pub fn held_fds() -> Vec<RawFd> {
+    held().clone()
 }
 
 fn parse_fd(value: &OsStr) -> Option<RawFd> {
@@ -109,6 +162,16 @@ fn parse_fd(value: &OsStr) -> Option<RawFd> {
 pub fn ready_fd() -> Option<RawFd> {
     let fd = READY_FD.load(Ordering::Relaxed);
     (fd >= 0).then_some(fd)
+}
+
+/// Makes `fd` the readiness descriptor passed down the chain, in place of
+/// (and closing) any adopted one: `skd-background`'s child, whose own
+/// waiting parent answers to the outer one.
+pub fn set_ready_fd(fd: OwnedFd) {
+    let old = READY_FD.swap(fd.into_raw_fd(), Ordering::Relaxed);
+    if old >= 0 {
+        sys::close_raw(old);
+    }
 }
 
 /// Declares the chain ready: closes the readiness descriptor, which releases
@@ -165,8 +228,10 @@ fn c_string(s: &OsStr) -> Option<CString> {
 }
 
 /// Ends a tool's step: execs `argv` (argv[0] searched in $PATH, or found
-/// beside us when it is one of our tools) with `env`. Returns only on
-/// failure, with the error to die of.
+/// beside us when it is one of our tools) with `env`. The readiness
+/// descriptor goes along only to an skd tool; the held descriptors always
+/// stay open, announced only to an skd tool. Returns only on failure, with
+/// the error to die of.
 pub fn exec(argv: &[OsString], mut env: Env) -> Error {
     let program = &argv[0];
     let tool = tool_name(program);
@@ -175,6 +240,14 @@ pub fn exec(argv: &[OsString], mut env: Env) -> Error {
     {
         let _ = sys::set_cloexec(sys::borrow_raw(fd), false);
         env.set(READY_VAR, fd.to_string());
+    }
+    let held = held_fds();
+    for &fd in &held {
+        let _ = sys::set_cloexec(sys::borrow_raw(fd), false);
+    }
+    if tool.is_some() && !held.is_empty() {
+        let list: Vec<String> = held.iter().map(RawFd::to_string).collect();
+        env.set(HELD_VAR, list.join(","));
     }
     let located = match tool {
         Some(name) if !program.as_bytes().contains(&b'/') => locate_tool(name),
@@ -226,5 +299,14 @@ mod tests {
         assert_eq!(parse_fd(OsStr::new("2")), None);
         assert_eq!(parse_fd(OsStr::new("x")), None);
         assert_eq!(parse_fd(OsStr::new("-4")), None);
+    }
+
+    #[test]
+    fn held_descriptors_are_a_comma_separated_list() {
+        assert_eq!(parse_fd_list(OsStr::new("5")), [5]);
+        assert_eq!(parse_fd_list(OsStr::new("9,5")), [5, 9]);
+        assert_eq!(parse_fd_list(OsStr::new("5,5")), [5]);
+        assert_eq!(parse_fd_list(OsStr::new("1,x,,7")), [7]);
+        assert!(parse_fd_list(OsStr::new("")).is_empty());
     }
 }

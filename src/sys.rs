@@ -699,3 +699,115 @@ pub fn spawn(
     })?;
     Ok(pid)
 }
+
+// ---------------------------------------------------------------- skd-dgram
+
+/// Sets or clears `O_NONBLOCK` on the open file description behind `fd`
+/// (shared by every duplicate of it, in every process that holds one).
+pub fn set_nonblocking(fd: BorrowedFd, on: bool) -> io::Result<()> {
+    // SAFETY: fcntl on a borrowed, open descriptor; no pointers involved.
+    let flags = cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) })?;
+    let new = if on {
+        flags | libc::O_NONBLOCK
+    } else {
+        flags & !libc::O_NONBLOCK
+    };
+    if new != flags {
+        // SAFETY: as above.
+        cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, new) })?;
+    }
+    Ok(())
+}
+
+/// Looks at the next queued datagram without taking it off the queue and
+/// without blocking: copies up to `buf.len()` bytes of it into `buf` and
+/// returns its full length and its sender's address.
+pub fn peek_from(fd: BorrowedFd, buf: &mut [u8]) -> io::Result<(usize, RawAddr)> {
+    let mut addr = RawAddr::empty();
+    let flags = libc::MSG_PEEK | libc::MSG_DONTWAIT | libc::MSG_TRUNC;
+    let n = cvt_r(|| {
+        addr.len = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        // SAFETY: buf is writable for buf.len() bytes; storage and len
+        // describe a writable sockaddr_storage.
+        unsafe {
+            libc::recvfrom(
+                fd.as_raw_fd(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                flags,
+                &mut addr.storage as *mut _ as *mut libc::sockaddr,
+                &mut addr.len,
+            ) as libc::c_int
+        }
+    })?;
+    Ok((n as usize, addr))
+}
+
+impl RawAddr {
+    /// The name in a unix-domain address: a path, or an abstract name with
+    /// its leading NUL byte. Empty for an unnamed socket or another family.
+    pub fn unix_name(&self) -> Vec<u8> {
+        if self.family() != libc::AF_UNIX {
+            return Vec::new();
+        }
+        // SAFETY: the family says the storage holds a sockaddr_un.
+        let sun = unsafe { &*(&self.storage as *const _ as *const libc::sockaddr_un) };
+        let len = (self.len as usize)
+            .saturating_sub(size_of::<libc::sa_family_t>())
+            .min(sun.sun_path.len());
+        let mut name: Vec<u8> = sun.sun_path[..len].iter().map(|&c| c as u8).collect();
+        // A path ends at its first NUL; an abstract name starts with one and
+        // runs for the whole length.
+        if name.first() != Some(&0)
+            && let Some(end) = name.iter().position(|&b| b == 0)
+        {
+            name.truncate(end);
+        }
+        name
+    }
+}
+
+// ---------------------------------------------------------------- skd-background, skd-pidfile
+
+/// Which side of a `fork` we are on.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Forked {
+    Child,
+    Parent(i32),
+}
+
+/// Forks the process.
+///
+/// Only for single-threaded processes, which every skd tool is (the Rust
+/// runtime starts no thread of its own): the child is then a complete copy
+/// with no lock held by a vanished thread, so it may go on running
+/// ordinary Rust code (allocate, format messages) up to its exec or exit.
+pub fn fork() -> io::Result<Forked> {
+    // SAFETY: fork takes no arguments. The process is single-threaded (see
+    // above), so the child inherits a consistent heap and stdio state and
+    // is free to run any code, not only async-signal-safe functions.
+    match cvt(unsafe { libc::fork() })? {
+        0 => Ok(Forked::Child),
+        pid => Ok(Forked::Parent(pid)),
+    }
+}
+
+/// Makes this process the leader of a new session (and process group),
+/// without a controlling terminal.
+pub fn setsid() -> io::Result<()> {
+    // SAFETY: no arguments, no pointers.
+    cvt(unsafe { libc::setsid() }).map(drop)
+}
+
+/// Whether `fd` is an open descriptor on a terminal.
+pub fn isatty(fd: RawFd) -> bool {
+    // SAFETY: isatty accepts any int; a closed descriptor gives 0.
+    unsafe { libc::isatty(fd) == 1 }
+}
+
+/// Takes an exclusive `flock(2)` lock on `fd` without waiting; fails with
+/// `EWOULDBLOCK` when another open file description holds a lock.
+pub fn try_lock(fd: BorrowedFd) -> io::Result<()> {
+    // SAFETY: flock on a borrowed, open descriptor; no pointers.
+    cvt_r(|| unsafe { libc::flock(fd.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) }).map(drop)
+}

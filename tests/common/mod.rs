@@ -315,3 +315,160 @@ pub fn inheritable_fds() -> Vec<i32> {
     }
     out
 }
+
+// ---------------------------------------------------------------- skd-dgram
+
+pub const SKD_DGRAM: &str = env!("CARGO_BIN_EXE_skd-dgram");
+
+impl Server {
+    /// Waits (bounded) until no process holds the server's stdout open any
+    /// more, skipping any lines still to come.
+    pub fn wait_stdout_closed(&self) {
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(_) => continue,
+                Err(mpsc::RecvTimeoutError::Disconnected) => return,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    panic!("stdout is still open; stderr: {}", self.stderr())
+                }
+            }
+        }
+    }
+}
+
+/// How many times `pid` has blocked of its own accord (in poll, or waiting
+/// for a vfork-like child to exec): a process that spins on a busy loop of
+/// system calls piles these up by the thousand each second.
+pub fn voluntary_switches(pid: i32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("voluntary_ctxt_switches in /proc/PID/status")
+}
+
+// ---------------------------------------------------------------- skd-background, skd-pidfile
+
+pub const SKD_BACKGROUND: &str = env!("CARGO_BIN_EXE_skd-background");
+pub const SKD_PIDFILE: &str = env!("CARGO_BIN_EXE_skd-pidfile");
+
+/// Runs a command that leaves a daemon behind, as `run` does (stdin from
+/// /dev/null, stdout captured, killed after `TIMEOUT`), but with stderr
+/// going to the file `stderr`: the daemon keeps its stderr open, so a pipe
+/// there would never reach end-of-file. The output's stderr is the file's
+/// content once the command has exited.
+pub fn run_leaving_daemon(mut c: Command, stderr: &Path) -> Output {
+    c.stderr(std::fs::File::create(stderr).expect("create the stderr file"));
+    let mut out = run_keeping_stderr(c);
+    out.stderr = std::fs::read(stderr).expect("read the stderr file");
+    out
+}
+
+/// `run`, but stderr as the caller set it up.
+fn run_keeping_stderr(mut c: Command) -> Output {
+    c.stdin(Stdio::null()).stdout(Stdio::piped());
+    let child = c.spawn().expect("spawn");
+    let pid = child.id() as i32;
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || tx.send(child.wait_with_output()));
+    match rx.recv_timeout(TIMEOUT) {
+        Ok(out) => out.expect("wait"),
+        Err(_) => {
+            signal(pid, 9);
+            panic!("command did not finish within {TIMEOUT:?}");
+        }
+    }
+}
+
+/// A daemon left behind by a test: killed with its process group (it is a
+/// session leader, and its handlers are in its group) when dropped.
+pub struct Daemon(pub i32);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if self.0 > 1 {
+            signal(-self.0, 9);
+            signal(self.0, 9);
+        }
+    }
+}
+
+/// The pids of the processes holding the socket listening on TCP
+/// 127.0.0.1:port, found through /proc/net/tcp and /proc/*/fd.
+pub fn listener_pids(port: u16) -> Vec<i32> {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    let local = format!("0100007F:{port:04X}");
+    let Some(inode) = table.lines().skip(1).find_map(|line| {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        (f.len() > 9 && f[1] == local && f[3] == "0A").then(|| f[9].to_string())
+    }) else {
+        return Vec::new();
+    };
+    let target = format!("socket:[{inode}]");
+    let mut pids = Vec::new();
+    for proc_entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = proc_entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(fds) = std::fs::read_dir(proc_entry.path().join("fd")) else {
+            continue;
+        };
+        if fds
+            .flatten()
+            .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|l| l.as_os_str() == target.as_str()))
+        {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+/// The one process serving TCP 127.0.0.1:port.
+pub fn listener_pid(port: u16) -> i32 {
+    let pids = listener_pids(port);
+    assert_eq!(
+        pids.len(),
+        1,
+        "processes listening on port {port}: {pids:?}"
+    );
+    pids[0]
+}
+
+/// The fields of /proc/PID/stat after the command name, numbered as in
+/// proc(5): `stat_field(pid, 6)` is the session id.
+pub fn stat_field(pid: i32, field: usize) -> i64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let (_, rest) = stat.rsplit_once(") ").unwrap();
+    rest.split_whitespace()
+        .nth(field - 3)
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// The descriptors listed by `ls -l /proc/$$/fd` (number, target), sorted.
+pub fn fd_listing(ls: &str) -> Vec<(i32, String)> {
+    let mut fds: Vec<(i32, String)> = ls
+        .lines()
+        .filter_map(|l| l.split_once(" -> "))
+        .map(|(l, target)| {
+            (
+                l.rsplit(' ').next().unwrap().parse().unwrap(),
+                target.to_string(),
+            )
+        })
+        .collect();
+    fds.sort();
+    fds
+}
+
+/// 0, 1, 2 and the descriptors this test process passes to every child.
+pub fn expected_fds() -> Vec<i32> {
+    let mut expected = vec![0, 1, 2];
+    expected.extend(inheritable_fds());
+    expected.sort();
+    expected
+}
