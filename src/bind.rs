@@ -95,9 +95,9 @@ pub fn main() -> ! {
         let opts = parse(std::env::args_os().skip(1))?;
         let socket = bind(&opts)?;
         if opts.activation {
-            // The readiness descriptor may sit on fd 3: move it out of the way.
+            // Our readiness or pidfile descriptor may sit on fd 3.
             chain::vacate(activation::FIRST_FD)
-                .map_err(|e| Error::sys("move the readiness descriptor", &e))?;
+                .map_err(|e| Error::sys("move a descriptor off fd 3", &e))?;
             activation::hand_off(socket, &mut env)?;
         } else {
             sys::move_to(socket, 0).map_err(|e| Error::sys("move the socket to fd 0", &e))?;

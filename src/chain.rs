@@ -192,15 +192,21 @@ pub fn report_failure(code: i32) {
     }
 }
 
-/// Moves the adopted readiness descriptor off `fd` (when it is there), for
-/// a tool about to put something else on that number (`skd-bind -a` on 3).
+/// Moves our own descriptors (the readiness descriptor, held ones) off
+/// `fd`, for a tool about to put something else on that number
+/// (`skd-bind -a` on 3). A moved held descriptor keeps its lock: flock(2)
+/// locks belong to the open file, which the copy shares.
 pub fn vacate(fd: RawFd) -> std::io::Result<()> {
-    if ready_fd() != Some(fd) {
-        return Ok(());
+    let away = || sys::dup_at_least(sys::borrow_raw(fd), fd + 1).map(IntoRawFd::into_raw_fd);
+    if ready_fd() == Some(fd) {
+        READY_FD.store(away()?, Ordering::Relaxed);
+        sys::close_raw(fd);
     }
-    let moved = sys::dup_at_least(sys::borrow_raw(fd), fd + 1)?;
-    READY_FD.store(moved.into_raw_fd(), Ordering::Relaxed);
-    sys::close_raw(fd);
+    let mut held = held();
+    if let Some(slot) = held.iter_mut().find(|h| **h == fd) {
+        *slot = away()?;
+        sys::close_raw(fd);
+    }
     Ok(())
 }
 

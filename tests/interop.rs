@@ -495,6 +495,154 @@ fn skd_bind_a_moves_a_readiness_fd_off_fd_3() {
     assert_eq!(tcp_exchange(port, b"ready"), b"ready", "{}", srv.stderr());
 }
 
+#[test]
+fn skd_bind_a_keeps_a_pidfile_lock_off_fd_3() {
+    // fd 3 closed first, so the pidfile's locked descriptor lands there.
+    let dir = TempDir::new();
+    let pidfile = dir.path("svc.pid");
+    let pidfile = pidfile.to_str().unwrap();
+    let srv = Server::start(cmd(
+        "sh",
+        &[
+            "-c",
+            "exec 3>&-; exec \"$@\"",
+            "sh",
+            SKD_PIDFILE,
+            pidfile,
+            SKD_BIND,
+            "-a",
+            "-t",
+            "127.0.0.1:0",
+            SKD_ACCEPT,
+            "cat",
+        ],
+    ));
+    let port = srv.port();
+    assert_eq!(tcp_exchange(port, b"locked"), b"locked", "{}", srv.stderr());
+    let out = run(cmd("flock", &["-n", pidfile, "true"]));
+    assert_eq!(out.status.code(), Some(1), "the pidfile lock was lost");
+}
+
+// ---------------------------------------------------------------- skd-dgram
+
+/// Answers one datagram with what the handler was given: its protocol,
+/// any LISTEN_* variable, and whether it holds a descriptor 3.
+const DGRAM_REPORT: &str = r#"
+import os, socket
+s = socket.socket(fileno=0)
+data, peer = s.recvfrom(65536)
+listen = sorted(k for k in os.environ if k.startswith("LISTEN_"))
+try:
+    os.fstat(3)
+    fd3 = "fd3"
+except OSError:
+    fd3 = "no-fd3"
+s.sendto(" ".join([os.environ["PROTO"], ",".join(listen) or "-", fd3, data.decode()]).encode(), peer)
+"#;
+
+fn ask_udp(port: u16, msg: &str) -> String {
+    let c = UdpSocket::bind("127.0.0.1:0").unwrap();
+    c.set_read_timeout(Some(TIMEOUT)).unwrap();
+    c.send_to(msg.as_bytes(), ("127.0.0.1", port)).unwrap();
+    let mut buf = [0u8; 4096];
+    let n = c.recv(&mut buf).unwrap_or_else(|e| panic!("no reply: {e}"));
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
+#[test]
+fn skd_dgram_serves_an_activated_socket_on_fd_3() {
+    let python = require("python3");
+    let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = udp.local_addr().unwrap().port();
+    let mut c = activated(
+        udp.as_raw_fd(),
+        "1",
+        None,
+        &[SKD_DGRAM, &python, "-c", DGRAM_REPORT],
+    );
+    c.env("LISTEN_FDNAMES", "dgram");
+    let srv = Server::start(c);
+    drop(udp);
+    assert_eq!(ask_udp(port, "hi"), "UDP - no-fd3 hi", "{}", srv.stderr());
+}
+
+#[test]
+fn skd_dgram_refuses_an_activated_stream_socket() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let out = run(activated(
+        listener.as_raw_fd(),
+        "1",
+        None,
+        &[SKD_DGRAM, "cat"],
+    ));
+    assert_eq!(out.status.code(), Some(100));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "skd-dgram: fatal: fd 3 (LISTEN_FDS) is not a datagram socket\n"
+    );
+}
+
+#[test]
+fn skd_bind_a_chains_into_skd_dgram() {
+    let python = require("python3");
+    let srv = Server::start(cmd(
+        SKD_BIND,
+        &[
+            "-a",
+            "-u",
+            "127.0.0.1:0",
+            SKD_DGRAM,
+            &python,
+            "-c",
+            DGRAM_REPORT,
+        ],
+    ));
+    let port = srv.port();
+    assert_eq!(ask_udp(port, "out"), "UDP - no-fd3 out", "{}", srv.stderr());
+}
+
+#[test]
+fn skd_dgram_notification_fd_gets_one_newline_once_serving() {
+    let python = require("python3");
+    let (reader, writer) = std::io::pipe().unwrap();
+    let mut c = cmd(
+        SKD_BIND,
+        &[
+            "-u",
+            "127.0.0.1:0",
+            SKD_DGRAM,
+            "-d",
+            "5",
+            &python,
+            "-c",
+            DGRAM_REPORT,
+        ],
+    );
+    pass_fd(&mut c, writer.as_raw_fd(), 5);
+    let srv = Server::start(c);
+    drop(writer);
+    let port = srv.port();
+    assert_eq!(read_to_eof(reader), b"\n", "{}", srv.stderr());
+    let reply = ask_udp(port, "ready");
+    assert!(
+        reply.starts_with("UDP - ") && reply.ends_with(" ready"),
+        "{reply}"
+    );
+}
+
+#[test]
+fn skd_dgram_notification_fd_that_is_not_open_is_fatal() {
+    let out = run(cmd(
+        SKD_BIND,
+        &["-u", "127.0.0.1:0", SKD_DGRAM, "-d", "9", "cat"],
+    ));
+    assert_eq!(out.status.code(), Some(111));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "skd-dgram: fatal: unable to write to notification fd 9: Bad file descriptor\n"
+    );
+}
+
 // ---------------------------------------------------------------- examples
 
 /// The value of `key=` in a unit file.
