@@ -312,10 +312,10 @@ impl Server {
                 }
                 let local = local.or_else(|| sys::getsockname(conn.as_fd()).ok()?.to_inet());
                 if let Some(local) = local {
-                    push_ip_vars(&mut vars, "TCPLOCAL", &local);
+                    push_ip_vars(&mut vars, ["TCPLOCALIP", "TCPLOCALPORT"], &local);
                 }
                 if let Some(remote) = peer.to_inet() {
-                    push_ip_vars(&mut vars, "TCPREMOTE", &remote);
+                    push_ip_vars(&mut vars, ["TCPREMOTEIP", "TCPREMOTEPORT"], &remote);
                     if self.verbose {
                         let ip = sys::unmapped(remote.ip());
                         let _ = write!(from, "connection from [{ip}]:{}", remote.port());
@@ -368,13 +368,16 @@ fn pollfd(fd: i32) -> libc::pollfd {
     }
 }
 
+/// `NAME=value` in one allocation (this runs for every connection).
 fn var(name: &str, value: impl std::fmt::Display) -> CString {
-    CString::new(format!("{name}={value}")).expect("no NUL in a number")
+    let mut entry = String::with_capacity(64);
+    let _ = write!(entry, "{name}={value}");
+    CString::new(entry).expect("no NUL in a name or a number")
 }
 
-fn push_ip_vars(vars: &mut Vec<CString>, prefix: &str, addr: &SocketAddr) {
-    vars.push(var(&format!("{prefix}IP"), sys::unmapped(addr.ip())));
-    vars.push(var(&format!("{prefix}PORT"), addr.port()));
+fn push_ip_vars(vars: &mut Vec<CString>, names: [&str; 2], addr: &SocketAddr) {
+    vars.push(var(names[0], sys::unmapped(addr.ip())));
+    vars.push(var(names[1], addr.port()));
 }
 
 #[cfg(test)]
