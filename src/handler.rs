@@ -14,6 +14,10 @@ use crate::chain::{self, Env};
 use crate::error::Error;
 use crate::sys;
 
+/// The cache key of the file actions that move no descriptor (no
+/// descriptor has this number).
+const INHERIT: RawFd = -1;
+
 pub struct Handler {
     name: String,
     path: CString,
@@ -101,6 +105,24 @@ impl Handler {
         {
             self.actions = Some((fd, sys::FileActions::stdin_stdout(fd)?));
         }
+        self.spawn_prepared(vars)
+    }
+
+    /// Starts the program with our own stdin, stdout and stderr and no
+    /// variables added (the `skd -S` supervisor); returns its pid.
+    pub fn spawn_inheriting(&mut self) -> io::Result<i32> {
+        if self
+            .actions
+            .as_ref()
+            .is_none_or(|(cached, _)| *cached != INHERIT)
+        {
+            self.actions = Some((INHERIT, sys::FileActions::none()?));
+        }
+        self.spawn_prepared(&[])
+    }
+
+    /// Spawns with the file actions already in place.
+    fn spawn_prepared(&mut self, vars: &[CString]) -> io::Result<i32> {
         self.envp.truncate(self.base_len);
         self.envp.extend(vars.iter().map(|v| v.as_ptr()));
         self.envp.push(std::ptr::null());

@@ -984,3 +984,17 @@ pub fn localtime(secs: i64) -> io::Result<LocalTime> {
         second: tm.tm_sec as u8,
     })
 }
+
+// ---------------------------------------------------------------- skd -S (supervise.rs)
+
+impl FileActions {
+    /// No descriptor moves: the child keeps our stdin, stdout and stderr
+    /// (everything else we hold is close-on-exec).
+    pub fn none() -> io::Result<FileActions> {
+        let mut fa = MaybeUninit::<libc::posix_spawn_file_actions_t>::uninit();
+        // SAFETY: init initialises the object.
+        check(unsafe { libc::posix_spawn_file_actions_init(fa.as_mut_ptr()) })?;
+        // SAFETY: initialised just above.
+        Ok(FileActions(unsafe { fa.assume_init() }))
+    }
+}

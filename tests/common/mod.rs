@@ -497,3 +497,6 @@ pub fn proc_ids(pid: i32) -> String {
         .map(|l| format!("{}\n", l.trim_end()))
         .collect()
 }
+
+/// The multicall front end (issue 5).
+pub const SKD: &str = env!("CARGO_BIN_EXE_skd");
