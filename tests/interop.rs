@@ -123,6 +123,12 @@ fn with_port(text: &str, port: u16) -> String {
     text.replace(":8007", &format!(":{port}"))
 }
 
+/// The example's text with `from` replaced by `to`; `from` must be there.
+fn substitute(text: &str, from: &str, to: &str) -> String {
+    assert!(text.contains(from), "the example no longer holds {from:?}");
+    text.replace(from, to)
+}
+
 fn install(path: &Path, text: &str, mode: u32) {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     std::fs::write(path, text).unwrap();
@@ -790,4 +796,93 @@ fn s6_example_notifies_readiness_to_s6_svwait() {
     let out = s6_svc(&["-dx"], &svc);
     assert!(out.status.success(), "{out:?}");
     assert!(srv.wait().success());
+}
+
+// ---------------------------------------------------------------- sysvinit
+
+/// Kills the daemon a pidfile names, and everything under it, when
+/// dropped: a background service has left the test's process groups.
+struct KillPidfile(PathBuf);
+
+impl Drop for KillPidfile {
+    fn drop(&mut self) {
+        let pid = std::fs::read_to_string(&self.0)
+            .ok()
+            .and_then(|p| p.trim().parse::<i32>().ok());
+        if let Some(pid) = pid.filter(|&p| p > 1) {
+            drop(KillTree(pid));
+        }
+    }
+}
+
+#[test]
+fn sysv_example_starts_reports_and_stops_through_the_pidfile() {
+    require("flock");
+    let dir = TempDir::new();
+    let script = dir.path("skd-echo");
+    let port = free_port();
+    // Our binaries (skd and the tools beside it) first in the script's PATH.
+    let text = substitute(
+        &with_port(&example("sysv/skd-echo"), port),
+        "\nPATH=/usr/local/sbin:",
+        &format!("\nPATH={}:/usr/local/sbin:", bin_dir().display()),
+    );
+    install(&script, &text, 0o755);
+    let pidfile = dir.path("skd-echo.pid");
+    let logfile = dir.path("skd-echo.log");
+    let _daemon = KillPidfile(pidfile.clone());
+    let init = |action: &str| {
+        let mut c = cmd(script.to_str().unwrap(), &[action]);
+        c.env("PIDFILE", &pidfile).env("LOGFILE", &logfile);
+        run(c)
+    };
+    let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+
+    // start returns once the service serves, and leaves nothing of its own
+    // on the script's output (run() waits for end of file on both).
+    let out = init("start");
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(tcp_exchange(port, b"sysv"), b"sysv");
+    let pid: i32 = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    // The pidfile names the server itself.
+    let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap();
+    assert!(exe.ends_with("skd-accept"), "{exe:?}");
+    let out = init("status");
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(text(&out.stdout), format!("skd-echo: running, pid {pid}\n"));
+    let out = init("start");
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(
+        text(&out.stdout),
+        format!("skd-echo: already running, pid {pid}\n")
+    );
+    wait_until("the connection in the log", || {
+        std::fs::read_to_string(&logfile)
+            .unwrap_or_default()
+            .contains("skd-accept: info: accepted connection from [127.0.0.1]:")
+    });
+
+    let out = init("stop");
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "still serving after stop"
+    );
+    let out = init("status");
+    assert_eq!(out.status.code(), Some(3));
+    assert_eq!(text(&out.stdout), "skd-echo: not running\n");
+
+    // A start that fails says so: skd -B waits for the chain's verdict.
+    let blocker = TcpListener::bind(("127.0.0.1", port)).unwrap();
+    let out = init("start");
+    assert_eq!(out.status.code(), Some(111), "{out:?}");
+    assert!(
+        text(&out.stderr).starts_with("skd-bind: fatal: unable to bind to 127.0.0.1 port "),
+        "{out:?}"
+    );
+    drop(blocker);
 }
