@@ -1,22 +1,23 @@
 //! skd-accept: accept connections on the listening stream socket at fd 0
-//! and run a handler for each, with stdin and stdout on the connection.
+//! (or on fd 3 under systemd socket activation) and run a handler for each,
+//! with stdin and stdout on the connection.
 
 use std::collections::HashSet;
 use std::ffi::{CString, OsString};
 use std::fmt::Write as _;
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 
 use lexopt::Arg::{Short, Value};
 
 use crate::chain::{self, Env};
 use crate::error::{self, Error};
 use crate::handler::Handler;
-use crate::{args, sys};
+use crate::{activation, args, notify, sys};
 
 pub const PROG: &str = "skd-accept";
-pub const SYNOPSIS: &str = "skd-accept [-c maxclients] [-n] [-v] prog...";
+pub const SYNOPSIS: &str = "skd-accept [-c maxclients] [-n] [-v] [-d notif] prog...";
 
 /// The variables we set for handlers, and the ones a tcpserver would set
 /// that we do not (no DNS or ident at accept time): all are removed from
@@ -41,6 +42,8 @@ pub struct Options {
     pub max: usize,
     pub nodelay: bool,
     pub verbose: bool,
+    /// The s6 notification descriptor: "\n" is written to it once serving.
+    pub notify: Option<RawFd>,
     pub argv: Vec<OsString>,
 }
 
@@ -50,6 +53,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Options, Error>
         max: usize::MAX,
         nodelay: false,
         verbose: false,
+        notify: None,
         argv: Vec::new(),
     };
     let syntax = |e| args::syntax(e, SYNOPSIS);
@@ -61,6 +65,10 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Options, Error>
             }
             Short('n') => opts.nodelay = true,
             Short('v') => opts.verbose = true,
+            Short('d') => {
+                let value = parser.value().map_err(syntax)?;
+                opts.notify = Some(notify::parse_fd('d', &value)?);
+            }
             Value(first) => {
                 opts.argv = args::program(first, &mut parser);
                 return Ok(opts);
@@ -73,19 +81,31 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Options, Error>
 
 pub fn main() -> ! {
     error::run(PROG, || {
-        let env = chain::start();
+        let mut env = chain::start();
         let opts = parse(std::env::args_os().skip(1))?;
-        let listener = sys::borrow_raw(0);
+        let listener = activation::listener(&mut env)?;
         let family = check_listener(listener)?;
-        let mut server = Server::new(listener, family, opts, env)?;
+        let notify_fd = opts.notify;
+        if notify_fd == Some(listener.fd.as_raw_fd()) {
+            return Err(Error::usage(format!(
+                "the notification fd is {}, the socket to serve",
+                listener.name
+            )));
+        }
+        let mut server = Server::new(listener.fd, family, opts, env)?;
         chain::ready();
+        if let Some(fd) = notify_fd {
+            notify::ready(fd)?;
+        }
         server.run()
     })
 }
 
-/// Checks that `fd` is a listening stream socket; returns its family.
-pub fn check_listener(fd: BorrowedFd) -> Result<i32, Error> {
-    let not = || Error::usage("stdin is not a listening stream socket");
+/// Checks that the socket found is a listening stream socket; returns its
+/// family.
+pub fn check_listener(listener: activation::Listener) -> Result<i32, Error> {
+    let (fd, name) = (listener.fd, listener.name);
+    let not = || Error::usage(format!("{name} is not a listening stream socket"));
     let socktype = sys::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_TYPE).map_err(|_| not())?;
     let listening =
         sys::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_ACCEPTCONN).map_err(|_| not())?;
@@ -97,7 +117,9 @@ pub fn check_listener(fd: BorrowedFd) -> Result<i32, Error> {
         .family();
     match family {
         libc::AF_INET | libc::AF_INET6 | libc::AF_UNIX => Ok(family),
-        _ => Err(Error::usage("stdin is not an internet or unix socket")),
+        _ => Err(Error::usage(format!(
+            "{name} is not an internet or unix socket"
+        ))),
     }
 }
 
@@ -140,7 +162,7 @@ impl Server {
         // Handlers get the connection on fd 0 and 1, never the listener;
         // our own stdout must not hold the caller's open (`port=$(...)`).
         sys::set_cloexec(listener, true)
-            .map_err(|e| Error::sys("set close-on-exec on stdin", &e))?;
+            .map_err(|e| Error::sys("set close-on-exec on the socket", &e))?;
         let null = sys::open_dev_null().map_err(|e| Error::sys("open /dev/null", &e))?;
         sys::move_to(null, 1).map_err(|e| Error::sys("redirect stdout to /dev/null", &e))?;
 
@@ -374,6 +396,11 @@ mod tests {
         assert_eq!(o.max, usize::MAX);
         let o = parse_str(&["sh", "-c", "echo"]).unwrap();
         assert_eq!(o.argv, ["sh", "-c", "echo"]);
+        assert_eq!(o.notify, None);
+        let o = parse_str(&["-d", "3", "-v", "cat"]).unwrap();
+        assert_eq!((o.notify, o.verbose), (Some(3), true));
+        let o = parse_str(&["-d7", "cat"]).unwrap();
+        assert_eq!(o.notify, Some(7));
     }
 
     #[test]
@@ -384,6 +411,11 @@ mod tests {
             &["-c", "0", "cat"],
             &["-c", "-1", "cat"],
             &["-x", "cat"],
+            &["-d", "cat"],
+            &["-d", "0", "cat"],
+            &["-d", "1", "cat"],
+            &["-d", "2", "cat"],
+            &["-d", "fd", "cat"],
         ] {
             assert_eq!(parse_str(bad).unwrap_err().code, 100, "{bad:?}");
         }

@@ -3,6 +3,7 @@
 //! The binaries in `src/bin` are glue over this library.
 
 pub mod accept;
+pub mod activation;
 pub mod addr;
 pub mod args;
 pub mod background;
@@ -14,6 +15,7 @@ pub mod error;
 pub mod handler;
 pub mod log;
 pub mod multicall;
+pub mod notify;
 pub mod pidfile;
 pub mod setuid;
 pub mod supervise;
