@@ -14,27 +14,10 @@ use lexopt::Arg::{Short, Value};
 use crate::chain::{self, Env};
 use crate::error::{self, Error};
 use crate::handler::Handler;
-use crate::{activation, args, notify, sys};
+use crate::{activation, args, notify, serve, sys};
 
 pub const PROG: &str = "skd-accept";
 pub const SYNOPSIS: &str = "skd-accept [-c maxclients] [-n] [-v] [-d notif] prog...";
-
-/// The variables we set for handlers, and the ones a tcpserver would set
-/// that we do not (no DNS or ident at accept time): all are removed from
-/// the environment we were given, so no stale value reaches a handler.
-const CONNECTION_VARS: &[&str] = &[
-    "PROTO",
-    "TCPLOCALIP",
-    "TCPLOCALPORT",
-    "TCPLOCALHOST",
-    "TCPREMOTEIP",
-    "TCPREMOTEPORT",
-    "TCPREMOTEHOST",
-    "TCPREMOTEINFO",
-    "PEERPID",
-    "PEERUID",
-    "PEERGID",
-];
 
 #[derive(Debug, PartialEq, Eq)]
 pub struct Options {
@@ -83,20 +66,10 @@ pub fn main() -> ! {
     error::run(PROG, || {
         let mut env = chain::start();
         let opts = parse(std::env::args_os().skip(1))?;
-        let listener = activation::listener(&mut env)?;
-        let family = check_listener(listener)?;
+        let (listener, family) = serve::find_socket(&mut env, opts.notify, check_listener)?;
         let notify_fd = opts.notify;
-        if notify_fd == Some(listener.fd.as_raw_fd()) {
-            return Err(Error::usage(format!(
-                "the notification fd is {}, the socket to serve",
-                listener.name
-            )));
-        }
-        let mut server = Server::new(listener.fd, family, opts, env)?;
-        chain::ready();
-        if let Some(fd) = notify_fd {
-            notify::ready(fd)?;
-        }
+        let mut server = Server::new(listener, family, opts, env)?;
+        serve::now_serving(notify_fd)?;
         server.run()
     })
 }
@@ -159,16 +132,7 @@ impl Server {
         opts: Options,
         mut env: Env,
     ) -> Result<Server, Error> {
-        // Handlers get the connection on fd 0 and 1, never the listener;
-        // our own stdout must not hold the caller's open (`port=$(...)`).
-        sys::set_cloexec(listener, true)
-            .map_err(|e| Error::sys("set close-on-exec on the socket", &e))?;
-        let null = sys::open_dev_null().map_err(|e| Error::sys("open /dev/null", &e))?;
-        sys::move_to(null, 1).map_err(|e| Error::sys("redirect stdout to /dev/null", &e))?;
-
-        for name in CONNECTION_VARS {
-            env.remove(name);
-        }
+        let signals = serve::prepare(listener, &mut env)?;
         let kind = if family == libc::AF_UNIX {
             env.set("PROTO", "UNIX-STREAM");
             Kind::Unix
@@ -179,11 +143,7 @@ impl Server {
                 local: local.filter(|a| !a.ip().is_unspecified()),
             }
         };
-        let handled = [libc::SIGCHLD, libc::SIGTERM, libc::SIGINT];
-        let handler = Handler::new(&opts.argv, &env, &handled)?;
-        let set = sys::SigSet::of(&handled);
-        sys::block_signals(&set).map_err(|e| Error::sys("block signals", &e))?;
-        let signals = sys::signalfd(&set).map_err(|e| Error::sys("create a signalfd", &e))?;
+        let handler = Handler::new(&opts.argv, &env, &serve::HANDLED)?;
         let mut server = Server {
             listener,
             kind,
@@ -228,14 +188,8 @@ impl Server {
     }
 
     fn handle_signals(&mut self) -> Result<(), Error> {
-        while let Some(sig) =
-            sys::read_signal(self.signals.as_fd()).map_err(|e| Error::sys("read signals", &e))?
-        {
-            match sig {
-                // Running handlers are left to finish their connections.
-                libc::SIGTERM | libc::SIGINT => std::process::exit(0),
-                _ => self.reap(),
-            }
+        if serve::drain_signals(self.signals.as_fd())? {
+            self.reap();
         }
         Ok(())
     }
@@ -243,10 +197,7 @@ impl Server {
     fn reap(&mut self) {
         while let Ok(Some((pid, exit))) = sys::try_wait(-1) {
             if self.children.remove(&pid) && self.verbose {
-                let how = match exit {
-                    sys::Exit::Code(code) => format!("exited with status {code}"),
-                    sys::Exit::Signal(sig) => format!("was killed by signal {sig}"),
-                };
+                let how = serve::exit_text(exit);
                 error::info(PROG, &format!("handler pid {pid} {how}, {}", self.count()));
             }
         }

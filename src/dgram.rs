@@ -15,27 +15,10 @@ use lexopt::Arg::{Short, Value};
 use crate::chain::{self, Env};
 use crate::error::{self, Error};
 use crate::handler::Handler;
-use crate::{activation, args, notify, sys};
+use crate::{activation, args, notify, serve, sys};
 
 pub const PROG: &str = "skd-dgram";
 pub const SYNOPSIS: &str = "skd-dgram [-v] [-d notif] prog...";
-
-/// Variables that describe a connection or a peer, as other servers
-/// earlier in the environment may have set them: none of them is true of
-/// a datagram handler, so all are removed before `PROTO` is set.
-const CONNECTION_VARS: &[&str] = &[
-    "PROTO",
-    "TCPLOCALIP",
-    "TCPLOCALPORT",
-    "TCPLOCALHOST",
-    "TCPREMOTEIP",
-    "TCPREMOTEPORT",
-    "TCPREMOTEHOST",
-    "TCPREMOTEINFO",
-    "PEERPID",
-    "PEERUID",
-    "PEERGID",
-];
 
 /// The first pause after a handler leaves its datagram unread; each further
 /// one in a row doubles it, up to `MAX_BACKOFF`.
@@ -86,20 +69,10 @@ pub fn main() -> ! {
     error::run(PROG, || {
         let mut env = chain::start();
         let opts = parse(std::env::args_os().skip(1))?;
-        let listener = activation::listener(&mut env)?;
-        let family = check_socket(listener)?;
+        let (socket, family) = serve::find_socket(&mut env, opts.notify, check_socket)?;
         let notify_fd = opts.notify;
-        if notify_fd == Some(listener.fd.as_raw_fd()) {
-            return Err(Error::usage(format!(
-                "the notification fd is {}, the socket to serve",
-                listener.name
-            )));
-        }
-        let mut server = Server::new(listener.fd, family, opts, env)?;
-        chain::ready();
-        if let Some(fd) = notify_fd {
-            notify::ready(fd)?;
-        }
+        let mut server = Server::new(socket, family, opts, env)?;
+        serve::now_serving(notify_fd)?;
         server.run()
     })
 }
@@ -210,24 +183,11 @@ impl Server {
     ) -> Result<Server, Error> {
         let socket =
             sys::dup_at_least(stdin, 3).map_err(|e| Error::sys("duplicate the socket", &e))?;
-        // fd 0 itself is not for handlers (they get the socket through
-        // the duplicate); our own stdout must not hold the caller's open
-        // (`port=$(...)`).
-        sys::set_cloexec(stdin, true)
-            .map_err(|e| Error::sys("set close-on-exec on the socket", &e))?;
-        let null = sys::open_dev_null().map_err(|e| Error::sys("open /dev/null", &e))?;
-        sys::move_to(null, 1).map_err(|e| Error::sys("redirect stdout to /dev/null", &e))?;
-
-        for name in CONNECTION_VARS {
-            env.remove(name);
-        }
+        // Handlers get the socket through the duplicate, not fd 0 itself.
+        let signals = serve::prepare(stdin, &mut env)?;
         let local = family == libc::AF_UNIX;
         env.set("PROTO", if local { "UNIX-DGRAM" } else { "UDP" });
-        let handled = [libc::SIGCHLD, libc::SIGTERM, libc::SIGINT];
-        let handler = Handler::new(&opts.argv, &env, &handled)?;
-        let set = sys::SigSet::of(&handled);
-        sys::block_signals(&set).map_err(|e| Error::sys("block signals", &e))?;
-        let signals = sys::signalfd(&set).map_err(|e| Error::sys("create a signalfd", &e))?;
+        let handler = Handler::new(&opts.argv, &env, &serve::HANDLED)?;
         let mut server = Server {
             socket,
             local,
@@ -281,14 +241,8 @@ impl Server {
     }
 
     fn handle_signals(&mut self) -> Result<(), Error> {
-        while let Some(sig) =
-            sys::read_signal(self.signals.as_fd()).map_err(|e| Error::sys("read signals", &e))?
-        {
-            match sig {
-                // A running handler is left to finish.
-                libc::SIGTERM | libc::SIGINT => std::process::exit(0),
-                _ => self.reap(),
-            }
+        if serve::drain_signals(self.signals.as_fd())? {
+            self.reap();
         }
         Ok(())
     }
@@ -308,10 +262,7 @@ impl Server {
     }
 
     fn handler_exited(&mut self, pid: i32, exit: sys::Exit, head: Head) {
-        let how = match exit {
-            sys::Exit::Code(code) => format!("exited with status {code}"),
-            sys::Exit::Signal(sig) => format!("was killed by signal {sig}"),
-        };
+        let how = serve::exit_text(exit);
         if self.verbose {
             error::info(PROG, &format!("handler pid {pid} {how}"));
         }

@@ -17,6 +17,7 @@ pub mod log;
 pub mod multicall;
 pub mod notify;
 pub mod pidfile;
+pub mod serve;
 pub mod setuid;
 pub mod supervise;
 pub mod sys;
