@@ -26,6 +26,7 @@ use skd::sys;
 
 const SKD_BIND: &str = env!("CARGO_BIN_EXE_skd-bind");
 const SKD_ACCEPT: &str = env!("CARGO_BIN_EXE_skd-accept");
+const SKD: &str = env!("CARGO_BIN_EXE_skd");
 
 const TRUE: &[&str] = &["/bin/true"];
 const ECHO: &[&str] = &["/bin/echo", "hello"];
@@ -114,6 +115,7 @@ fn main() {
     ] {
         println!("## TCP, {label}\n");
         let servers: Vec<Server> = [
+            start_skd_classic_tcp(handler),
             start_skd_chain_tcp(handler),
             start_tcpserver(handler),
             floor(),
@@ -138,7 +140,7 @@ fn main() {
     println!("## Start-up: from exec to the port line\n");
     startup(&cfg);
     println!("## Binary sizes\n");
-    for bin in [SKD_BIND, SKD_ACCEPT] {
+    for bin in [SKD, SKD_BIND, SKD_ACCEPT] {
         let size = std::fs::metadata(bin).map(|m| m.len()).unwrap_or(0);
         println!(
             "- `{}`: {} KiB",
@@ -200,6 +202,12 @@ fn start_skd_chain_tcp(handler: &[&str]) -> Option<Server> {
     let mut cmd = Command::new(SKD_BIND);
     cmd.args(["-t", "127.0.0.1:0", SKD_ACCEPT]).args(handler);
     spawn_with_port("skd-bind + skd-accept", cmd)
+}
+
+fn start_skd_classic_tcp(handler: &[&str]) -> Option<Server> {
+    let mut cmd = Command::new(SKD);
+    cmd.args(["-t", "127.0.0.1:0"]).args(handler);
+    spawn_with_port("skd (classic front end)", cmd)
 }
 
 fn start_tcpserver(handler: &[&str]) -> Option<Server> {
@@ -484,11 +492,18 @@ fn report(cfg: &Config, servers: &[Server], peer: &str, handler: &[&str]) {
 /// Median time from starting `skd-bind -t 127.0.0.1:0 skd-accept PROG` to
 /// reading its port line, next to tcpserver -1 doing the same.
 fn startup(cfg: &Config) {
-    let mut rows = vec![("skd-bind + skd-accept", {
-        let mut c = Command::new(SKD_BIND);
-        c.args(["-t", "127.0.0.1:0", SKD_ACCEPT, "/bin/true"]);
-        c
-    })];
+    let mut rows = vec![
+        ("skd -t 127.0.0.1:0 /bin/true", {
+            let mut c = Command::new(SKD);
+            c.args(["-t", "127.0.0.1:0", "/bin/true"]);
+            c
+        }),
+        ("skd-bind + skd-accept", {
+            let mut c = Command::new(SKD_BIND);
+            c.args(["-t", "127.0.0.1:0", SKD_ACCEPT, "/bin/true"]);
+            c
+        }),
+    ];
     if let Some(tcpserver) = which("tcpserver") {
         let mut c = Command::new(tcpserver);
         c.args(["-1", "-HRl0", "127.0.0.1", "0", "/bin/true"]);

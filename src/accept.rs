@@ -1,12 +1,13 @@
 //! skd-accept: accept connections on the listening stream socket at fd 0
-//! and run a handler for each, with stdin and stdout on the connection.
+//! (or on fd 3 under systemd socket activation) and run a handler for each,
+//! with stdin and stdout on the connection.
 
 use std::collections::HashSet;
 use std::ffi::{CString, OsString};
 use std::fmt::Write as _;
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
 use lexopt::Arg::{Short, Value};
@@ -14,27 +15,10 @@ use lexopt::Arg::{Short, Value};
 use crate::chain::{self, Env};
 use crate::error::{self, Error};
 use crate::handler::Handler;
-use crate::{args, sys};
+use crate::{activation, args, notify, serve, sys};
 
 pub const PROG: &str = "skd-accept";
-pub const SYNOPSIS: &str = "skd-accept [-c maxclients] [-n] [-v] prog...";
-
-/// The variables we set for handlers, and the ones a tcpserver would set
-/// that we do not (no DNS or ident at accept time): all are removed from
-/// the environment we were given, so no stale value reaches a handler.
-const CONNECTION_VARS: &[&str] = &[
-    "PROTO",
-    "TCPLOCALIP",
-    "TCPLOCALPORT",
-    "TCPLOCALHOST",
-    "TCPREMOTEIP",
-    "TCPREMOTEPORT",
-    "TCPREMOTEHOST",
-    "TCPREMOTEINFO",
-    "PEERPID",
-    "PEERUID",
-    "PEERGID",
-];
+pub const SYNOPSIS: &str = "skd-accept [-c maxclients] [-n] [-v] [-d notif] prog...";
 
 #[derive(Debug, PartialEq, Eq)]
 pub struct Options {
@@ -42,6 +26,8 @@ pub struct Options {
     pub max: usize,
     pub nodelay: bool,
     pub verbose: bool,
+    /// The s6 notification descriptor: "\n" is written to it once serving.
+    pub notify: Option<RawFd>,
     pub argv: Vec<OsString>,
 }
 
@@ -51,6 +37,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Options, Error>
         max: usize::MAX,
         nodelay: false,
         verbose: false,
+        notify: None,
         argv: Vec::new(),
     };
     let syntax = |e| args::syntax(e, SYNOPSIS);
@@ -62,6 +49,10 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Options, Error>
             }
             Short('n') => opts.nodelay = true,
             Short('v') => opts.verbose = true,
+            Short('d') => {
+                let value = parser.value().map_err(syntax)?;
+                opts.notify = Some(notify::parse_fd('d', &value)?);
+            }
             Value(first) => {
                 opts.argv = args::program(first, &mut parser);
                 return Ok(opts);
@@ -74,19 +65,21 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Options, Error>
 
 pub fn main() -> ! {
     error::run(PROG, || {
-        let env = chain::start();
+        let mut env = chain::start();
         let opts = parse(std::env::args_os().skip(1))?;
-        let listener = sys::borrow_raw(0);
-        let family = check_listener(listener)?;
+        let (listener, family) = serve::find_socket(&mut env, opts.notify, check_listener)?;
+        let notify_fd = opts.notify;
         let mut server = Server::new(listener, family, opts, env)?;
-        chain::ready();
+        serve::now_serving(notify_fd)?;
         server.run()
     })
 }
 
-/// Checks that `fd` is a listening stream socket; returns its family.
-pub fn check_listener(fd: BorrowedFd) -> Result<i32, Error> {
-    let not = || Error::usage("stdin is not a listening stream socket");
+/// Checks that the socket found is a listening stream socket; returns its
+/// family.
+pub fn check_listener(listener: activation::Listener) -> Result<i32, Error> {
+    let (fd, name) = (listener.fd, listener.name);
+    let not = || Error::usage(format!("{name} is not a listening stream socket"));
     let socktype = sys::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_TYPE).map_err(|_| not())?;
     let listening =
         sys::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_ACCEPTCONN).map_err(|_| not())?;
@@ -98,7 +91,9 @@ pub fn check_listener(fd: BorrowedFd) -> Result<i32, Error> {
         .family();
     match family {
         libc::AF_INET | libc::AF_INET6 | libc::AF_UNIX => Ok(family),
-        _ => Err(Error::usage("stdin is not an internet or unix socket")),
+        _ => Err(Error::usage(format!(
+            "{name} is not an internet or unix socket"
+        ))),
     }
 }
 
@@ -146,10 +141,7 @@ impl Server {
         opts: Options,
         mut env: Env,
     ) -> Result<Server, Error> {
-        // Handlers get the connection on fd 0 and 1, never the listener;
-        // our own stdout must not hold the caller's open (`port=$(...)`).
-        sys::set_cloexec(listener, true)
-            .map_err(|e| Error::sys("set close-on-exec on stdin", &e))?;
+        let signals = serve::prepare(listener, &mut env)?;
         // Another holder of the socket (a second server, a prefork
         // sibling) may take the connection that woke our poll before our
         // accept: a blocking accept would then wait, deaf to signals, for
@@ -158,13 +150,7 @@ impl Server {
         // the flag (it is the open file description's), and as a sharer it
         // must already expect EAGAIN from accept.
         sys::set_nonblocking(listener, true)
-            .map_err(|e| Error::sys("make stdin non-blocking", &e))?;
-        let null = sys::open_dev_null().map_err(|e| Error::sys("open /dev/null", &e))?;
-        sys::move_to(null, 1).map_err(|e| Error::sys("redirect stdout to /dev/null", &e))?;
-
-        for name in CONNECTION_VARS {
-            env.remove(name);
-        }
+            .map_err(|e| Error::sys("make the socket non-blocking", &e))?;
         let kind = if family == libc::AF_UNIX {
             env.set("PROTO", "UNIX-STREAM");
             Kind::Unix
@@ -175,11 +161,7 @@ impl Server {
                 local: local.filter(|a| !a.ip().is_unspecified()),
             }
         };
-        let handled = [libc::SIGCHLD, libc::SIGTERM, libc::SIGINT];
-        let handler = Handler::new(&opts.argv, &env, &handled)?;
-        let set = sys::SigSet::of(&handled);
-        sys::block_signals(&set).map_err(|e| Error::sys("block signals", &e))?;
-        let signals = sys::signalfd(&set).map_err(|e| Error::sys("create a signalfd", &e))?;
+        let handler = Handler::new(&opts.argv, &env, &serve::HANDLED)?;
         let mut server = Server {
             listener,
             kind,
@@ -229,14 +211,8 @@ impl Server {
     }
 
     fn handle_signals(&mut self) -> Result<(), Error> {
-        while let Some(sig) =
-            sys::read_signal(self.signals.as_fd()).map_err(|e| Error::sys("read signals", &e))?
-        {
-            match sig {
-                // Running handlers are left to finish their connections.
-                libc::SIGTERM | libc::SIGINT => std::process::exit(0),
-                _ => self.reap(),
-            }
+        if serve::drain_signals(self.signals.as_fd())? {
+            self.reap();
         }
         Ok(())
     }
@@ -250,10 +226,7 @@ impl Server {
             // end any pause at once rather than on the timer.
             self.paused_until = None;
             if self.verbose {
-                let how = match exit {
-                    sys::Exit::Code(code) => format!("exited with status {code}"),
-                    sys::Exit::Signal(sig) => format!("was killed by signal {sig}"),
-                };
+                let how = serve::exit_text(exit);
                 error::info(PROG, &format!("handler pid {pid} {how}, {}", self.count()));
             }
         }
@@ -326,10 +299,10 @@ impl Server {
                 }
                 let local = local.or_else(|| sys::getsockname(conn.as_fd()).ok()?.to_inet());
                 if let Some(local) = local {
-                    push_ip_vars(&mut vars, "TCPLOCAL", &local);
+                    push_ip_vars(&mut vars, ["TCPLOCALIP", "TCPLOCALPORT"], &local);
                 }
                 if let Some(remote) = peer.to_inet() {
-                    push_ip_vars(&mut vars, "TCPREMOTE", &remote);
+                    push_ip_vars(&mut vars, ["TCPREMOTEIP", "TCPREMOTEPORT"], &remote);
                     if self.verbose {
                         let ip = sys::unmapped(remote.ip());
                         let _ = write!(from, "connection from [{ip}]:{}", remote.port());
@@ -407,13 +380,16 @@ fn pollfd(fd: i32) -> libc::pollfd {
     }
 }
 
+/// `NAME=value` in one allocation (this runs for every connection).
 fn var(name: &str, value: impl std::fmt::Display) -> CString {
-    CString::new(format!("{name}={value}")).expect("no NUL in a number")
+    let mut entry = String::with_capacity(64);
+    let _ = write!(entry, "{name}={value}");
+    CString::new(entry).expect("no NUL in a name or a number")
 }
 
-fn push_ip_vars(vars: &mut Vec<CString>, prefix: &str, addr: &SocketAddr) {
-    vars.push(var(&format!("{prefix}IP"), sys::unmapped(addr.ip())));
-    vars.push(var(&format!("{prefix}PORT"), addr.port()));
+fn push_ip_vars(vars: &mut Vec<CString>, names: [&str; 2], addr: &SocketAddr) {
+    vars.push(var(names[0], sys::unmapped(addr.ip())));
+    vars.push(var(names[1], addr.port()));
 }
 
 #[cfg(test)]
@@ -432,6 +408,11 @@ mod tests {
         assert_eq!(o.max, usize::MAX);
         let o = parse_str(&["sh", "-c", "echo"]).unwrap();
         assert_eq!(o.argv, ["sh", "-c", "echo"]);
+        assert_eq!(o.notify, None);
+        let o = parse_str(&["-d", "3", "-v", "cat"]).unwrap();
+        assert_eq!((o.notify, o.verbose), (Some(3), true));
+        let o = parse_str(&["-d7", "cat"]).unwrap();
+        assert_eq!(o.notify, Some(7));
     }
 
     #[test]
@@ -442,6 +423,11 @@ mod tests {
             &["-c", "0", "cat"],
             &["-c", "-1", "cat"],
             &["-x", "cat"],
+            &["-d", "cat"],
+            &["-d", "0", "cat"],
+            &["-d", "1", "cat"],
+            &["-d", "2", "cat"],
+            &["-d", "fd", "cat"],
         ] {
             assert_eq!(parse_str(bad).unwrap_err().code, 100, "{bad:?}");
         }

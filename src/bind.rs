@@ -1,5 +1,5 @@
-//! skd-bind: bind (and for streams listen on) a socket, put it on fd 0 and
-//! exec the next program.
+//! skd-bind: bind (and for streams listen on) a socket, put it on fd 0 (or,
+//! with -a, hand it on the systemd way on fd 3) and exec the next program.
 
 use std::ffi::OsString;
 use std::io;
@@ -11,11 +11,11 @@ use lexopt::Arg::{Short, Value};
 
 use crate::addr::{self, InetSpec};
 use crate::error::{self, Error};
-use crate::{args, chain, sys};
+use crate::{activation, args, chain, sys};
 
 pub const PROG: &str = "skd-bind";
 pub const SYNOPSIS: &str =
-    "skd-bind [-s|-d] [-b backlog] -i|-t|-u [host:]port | -l|-x path prog...";
+    "skd-bind [-s|-d] [-a] [-b backlog] -i|-t|-u [host:]port | -l|-x path prog...";
 
 /// The listen backlog when -b is not given; the kernel caps it at
 /// net.core.somaxconn.
@@ -31,6 +31,8 @@ pub enum Target {
 pub struct Options {
     pub datagram: bool,
     pub backlog: i32,
+    /// Hand the socket on the systemd way (fd 3, LISTEN_FDS, LISTEN_PID).
+    pub activation: bool,
     pub target: Target,
     pub argv: Vec<OsString>,
 }
@@ -39,6 +41,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Options, Error>
     let mut parser = lexopt::Parser::from_args(args);
     let mut datagram = false;
     let mut backlog = DEFAULT_BACKLOG;
+    let mut activation = false;
     let mut target = None;
     let syntax = |e| args::syntax(e, SYNOPSIS);
     let mut set_target = |t: Target| match target.replace(t) {
@@ -49,6 +52,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Options, Error>
         match arg {
             Short('s') => datagram = false,
             Short('d') => datagram = true,
+            Short('a') => activation = true,
             Short(c @ ('i' | 't' | 'u')) => {
                 let value = parser.value().map_err(syntax)?;
                 match c {
@@ -74,6 +78,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Options, Error>
                 return Ok(Options {
                     datagram,
                     backlog,
+                    activation,
                     target,
                     argv: args::program(first, &mut parser),
                 });
@@ -86,12 +91,20 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Options, Error>
 
 pub fn main() -> ! {
     error::run(PROG, || {
-        let env = chain::start();
+        let mut env = chain::start();
         let opts = parse(std::env::args_os().skip(1))?;
         let socket = bind(&opts)?;
-        let err = match sys::move_to(socket, 0) {
+        let handed = if opts.activation {
+            // Our readiness or pidfile descriptor may sit on fd 3.
+            chain::vacate(activation::FIRST_FD)
+                .map_err(|e| Error::sys("move a descriptor off fd 3", &e))
+                .and_then(|()| activation::hand_off(socket, &mut env))
+        } else {
+            sys::move_to(socket, 0).map_err(|e| Error::sys("move the socket to fd 0", &e))
+        };
+        let err = match handed {
             Ok(()) => chain::exec(&opts.argv, env),
-            Err(e) => Error::sys("move the socket to fd 0", &e),
+            Err(e) => e,
         };
         remove_socket_file(&opts.target);
         Err(err)
@@ -236,7 +249,11 @@ mod tests {
         let o = parse_str(&["-x", "/tmp/s", "-b", "5", "prog"]).unwrap();
         assert_eq!((o.target, o.backlog), (Target::Unix("/tmp/s".into()), 5));
         let o = parse_str(&["-l/tmp/s", "prog"]).unwrap();
-        assert_eq!(o.backlog, DEFAULT_BACKLOG);
+        assert_eq!((o.backlog, o.activation), (DEFAULT_BACKLOG, false));
+        let o = parse_str(&["-a", "-t", "80", "prog"]).unwrap();
+        assert!(o.activation);
+        let o = parse_str(&["-at", "80", "prog"]).unwrap();
+        assert!(o.activation);
     }
 
     #[test]

@@ -192,6 +192,24 @@ pub fn report_failure(code: i32) {
     }
 }
 
+/// Moves our own descriptors (the readiness descriptor, held ones) off
+/// `fd`, for a tool about to put something else on that number
+/// (`skd-bind -a` on 3). A moved held descriptor keeps its lock: flock(2)
+/// locks belong to the open file, which the copy shares.
+pub fn vacate(fd: RawFd) -> std::io::Result<()> {
+    let away = || sys::dup_at_least(sys::borrow_raw(fd), fd + 1).map(IntoRawFd::into_raw_fd);
+    if ready_fd() == Some(fd) {
+        READY_FD.store(away()?, Ordering::Relaxed);
+        sys::close_raw(fd);
+    }
+    let mut held = held();
+    if let Some(slot) = held.iter_mut().find(|h| **h == fd) {
+        *slot = away()?;
+        sys::close_raw(fd);
+    }
+    Ok(())
+}
+
 /// The tool an argv[0] names, if it names one of ours.
 pub fn tool_name(program: &OsStr) -> Option<&'static str> {
     let base = Path::new(program).file_name()?;

@@ -7,7 +7,7 @@
 use std::ffi::OsString;
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
 use lexopt::Arg::{Short, Value};
@@ -15,27 +15,10 @@ use lexopt::Arg::{Short, Value};
 use crate::chain::{self, Env};
 use crate::error::{self, Error};
 use crate::handler::Handler;
-use crate::{args, sys};
+use crate::{activation, args, notify, serve, sys};
 
 pub const PROG: &str = "skd-dgram";
-pub const SYNOPSIS: &str = "skd-dgram [-v] prog...";
-
-/// Variables that describe a connection or a peer, as other servers
-/// earlier in the environment may have set them: none of them is true of
-/// a datagram handler, so all are removed before `PROTO` is set.
-const CONNECTION_VARS: &[&str] = &[
-    "PROTO",
-    "TCPLOCALIP",
-    "TCPLOCALPORT",
-    "TCPLOCALHOST",
-    "TCPREMOTEIP",
-    "TCPREMOTEPORT",
-    "TCPREMOTEHOST",
-    "TCPREMOTEINFO",
-    "PEERPID",
-    "PEERUID",
-    "PEERGID",
-];
+pub const SYNOPSIS: &str = "skd-dgram [-v] [-d notif] prog...";
 
 /// The first pause after a handler leaves its datagram unread; each further
 /// one in a row doubles it, up to `MAX_BACKOFF`.
@@ -52,19 +35,27 @@ const PEEK_SIZE: usize = 65536;
 #[derive(Debug, PartialEq, Eq)]
 pub struct Options {
     pub verbose: bool,
+    /// The s6 notification descriptor: "\n" is written to it once serving.
+    pub notify: Option<RawFd>,
     pub argv: Vec<OsString>,
 }
 
 pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Options, Error> {
     let mut parser = lexopt::Parser::from_args(args);
     let mut verbose = false;
+    let mut notify = None;
     let syntax = |e| args::syntax(e, SYNOPSIS);
     while let Some(arg) = parser.next().map_err(syntax)? {
         match arg {
             Short('v') => verbose = true,
+            Short('d') => {
+                let value = parser.value().map_err(syntax)?;
+                notify = Some(notify::parse_fd('d', &value)?);
+            }
             Value(first) => {
                 return Ok(Options {
                     verbose,
+                    notify,
                     argv: args::program(first, &mut parser),
                 });
             }
@@ -76,20 +67,21 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Options, Error>
 
 pub fn main() -> ! {
     error::run(PROG, || {
-        let env = chain::start();
+        let mut env = chain::start();
         let opts = parse(std::env::args_os().skip(1))?;
-        let socket = sys::borrow_raw(0);
-        let family = check_socket(socket)?;
+        let (socket, family) = serve::find_socket(&mut env, opts.notify, check_socket)?;
+        let notify_fd = opts.notify;
         let mut server = Server::new(socket, family, opts, env)?;
-        chain::ready();
+        serve::now_serving(notify_fd)?;
         server.run()
     })
 }
 
-/// Checks that `fd` is an internet or unix datagram socket bound to an
-/// address; returns its family.
-pub fn check_socket(fd: BorrowedFd) -> Result<i32, Error> {
-    let not = || Error::usage("stdin is not a datagram socket");
+/// Checks that the socket found is an internet or unix datagram socket
+/// bound to an address; returns its family.
+pub fn check_socket(listener: activation::Listener) -> Result<i32, Error> {
+    let (fd, name) = (listener.fd, listener.name);
+    let not = || Error::usage(format!("{name} is not a datagram socket"));
     let socktype = sys::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_TYPE).map_err(|_| not())?;
     if socktype != libc::SOCK_DGRAM {
         return Err(not());
@@ -98,12 +90,16 @@ pub fn check_socket(fd: BorrowedFd) -> Result<i32, Error> {
     let bound = match local.family() {
         libc::AF_INET | libc::AF_INET6 => local.to_inet().is_some_and(|a| a.port() != 0),
         libc::AF_UNIX => !local.unix_name().is_empty(),
-        _ => return Err(Error::usage("stdin is not an internet or unix socket")),
+        _ => {
+            return Err(Error::usage(format!(
+                "{name} is not an internet or unix socket"
+            )));
+        }
     };
     if !bound {
-        return Err(Error::usage(
-            "stdin is a datagram socket but is not bound to an address",
-        ));
+        return Err(Error::usage(format!(
+            "{name} is a datagram socket but is not bound to an address"
+        )));
     }
     Ok(local.family())
 }
@@ -187,23 +183,11 @@ impl Server {
     ) -> Result<Server, Error> {
         let socket =
             sys::dup_at_least(stdin, 3).map_err(|e| Error::sys("duplicate the socket", &e))?;
-        // fd 0 itself is not for handlers (they get the socket through
-        // the duplicate); our own stdout must not hold the caller's open
-        // (`port=$(...)`).
-        sys::set_cloexec(stdin, true).map_err(|e| Error::sys("set close-on-exec on stdin", &e))?;
-        let null = sys::open_dev_null().map_err(|e| Error::sys("open /dev/null", &e))?;
-        sys::move_to(null, 1).map_err(|e| Error::sys("redirect stdout to /dev/null", &e))?;
-
-        for name in CONNECTION_VARS {
-            env.remove(name);
-        }
+        // Handlers get the socket through the duplicate, not fd 0 itself.
+        let signals = serve::prepare(stdin, &mut env)?;
         let local = family == libc::AF_UNIX;
         env.set("PROTO", if local { "UNIX-DGRAM" } else { "UDP" });
-        let handled = [libc::SIGCHLD, libc::SIGTERM, libc::SIGINT];
-        let handler = Handler::new(&opts.argv, &env, &handled)?;
-        let set = sys::SigSet::of(&handled);
-        sys::block_signals(&set).map_err(|e| Error::sys("block signals", &e))?;
-        let signals = sys::signalfd(&set).map_err(|e| Error::sys("create a signalfd", &e))?;
+        let handler = Handler::new(&opts.argv, &env, &serve::HANDLED)?;
         let mut server = Server {
             socket,
             local,
@@ -257,14 +241,8 @@ impl Server {
     }
 
     fn handle_signals(&mut self) -> Result<(), Error> {
-        while let Some(sig) =
-            sys::read_signal(self.signals.as_fd()).map_err(|e| Error::sys("read signals", &e))?
-        {
-            match sig {
-                // A running handler is left to finish.
-                libc::SIGTERM | libc::SIGINT => std::process::exit(0),
-                _ => self.reap(),
-            }
+        if serve::drain_signals(self.signals.as_fd())? {
+            self.reap();
         }
         Ok(())
     }
@@ -284,10 +262,7 @@ impl Server {
     }
 
     fn handler_exited(&mut self, pid: i32, exit: sys::Exit, head: Head) {
-        let how = match exit {
-            sys::Exit::Code(code) => format!("exited with status {code}"),
-            sys::Exit::Signal(sig) => format!("was killed by signal {sig}"),
-        };
+        let how = serve::exit_text(exit);
         if self.verbose {
             error::info(PROG, &format!("handler pid {pid} {how}"));
         }
@@ -425,6 +400,9 @@ mod tests {
         assert_eq!(o.argv, ["sh", "-c", "-v"]);
         let o = parse_str(&["--", "-prog"]).unwrap();
         assert_eq!(o.argv, ["-prog"]);
+        assert_eq!(o.notify, None);
+        let o = parse_str(&["-v", "-d", "4", "prog"]).unwrap();
+        assert_eq!((o.verbose, o.notify), (true, Some(4)));
     }
 
     #[test]
@@ -434,6 +412,9 @@ mod tests {
             &["-v"],
             &["-c", "3", "prog"],
             &["--verbose", "prog"],
+            &["-d", "prog"],
+            &["-d", "2", "prog"],
+            &["-d", "x", "prog"],
         ] {
             assert_eq!(parse_str(bad).unwrap_err().code, 100, "{bad:?}");
         }

@@ -811,3 +811,190 @@ pub fn try_lock(fd: BorrowedFd) -> io::Result<()> {
     // SAFETY: flock on a borrowed, open descriptor; no pointers.
     cvt_r(|| unsafe { libc::flock(fd.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) }).map(drop)
 }
+
+// ---------------------------------------------------------------- skd-log, skd-setuid
+
+/// Sets the supplementary groups to exactly `groups` (none when empty).
+pub fn setgroups(groups: &[u32]) -> io::Result<()> {
+    // SAFETY: groups is valid for reads of groups.len() gid_t values (u32).
+    cvt(unsafe { libc::setgroups(groups.len(), groups.as_ptr()) }).map(drop)
+}
+
+/// The supplementary groups of this process.
+pub fn getgroups() -> io::Result<Vec<u32>> {
+    // SAFETY: a size of 0 only asks for the count; the pointer is unused.
+    let n = cvt(unsafe { libc::getgroups(0, ptr::null_mut()) })?;
+    let mut groups = vec![0 as libc::gid_t; n as usize];
+    // SAFETY: groups is writable for n entries; the kernel writes at most
+    // n and returns how many it wrote.
+    let n = cvt(unsafe { libc::getgroups(n, groups.as_mut_ptr()) })?;
+    groups.truncate(n as usize);
+    Ok(groups)
+}
+
+/// Sets the real, effective and saved group ids (as root).
+pub fn setgid(gid: u32) -> io::Result<()> {
+    // SAFETY: no pointers. glibc applies it to every thread.
+    cvt(unsafe { libc::setgid(gid) }).map(drop)
+}
+
+/// Sets the real, effective and saved user ids (as root).
+pub fn setuid(uid: u32) -> io::Result<()> {
+    // SAFETY: no pointers. glibc applies it to every thread.
+    cvt(unsafe { libc::setuid(uid) }).map(drop)
+}
+
+/// The real, effective and saved user ids.
+pub fn getresuid() -> (u32, u32, u32) {
+    let (mut r, mut e, mut s) = (0, 0, 0);
+    // SAFETY: the three pointers are valid, writable uid_t values; the
+    // call cannot fail with valid pointers.
+    unsafe { libc::getresuid(&mut r, &mut e, &mut s) };
+    (r, e, s)
+}
+
+/// The real, effective and saved group ids.
+pub fn getresgid() -> (u32, u32, u32) {
+    let (mut r, mut e, mut s) = (0, 0, 0);
+    // SAFETY: as in `getresuid`.
+    unsafe { libc::getresgid(&mut r, &mut e, &mut s) };
+    (r, e, s)
+}
+
+/// Makes the process ignore `sig` (an ignored signal stays ignored
+/// across exec: use only in a process that does not exec).
+pub fn ignore_signal(sig: i32) -> io::Result<()> {
+    // SAFETY: SIG_IGN is always a valid disposition.
+    if unsafe { libc::signal(sig, libc::SIG_IGN) } == libc::SIG_ERR {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Closes every descriptor from 3 up except those in `keep`. The caller
+/// guarantees that no live `OwnedFd` refers to a descriptor closed here.
+pub fn close_fds_except(keep: &[RawFd]) {
+    let mut keep: Vec<u32> = keep
+        .iter()
+        .filter(|&&fd| fd >= 3)
+        .map(|&fd| fd as u32)
+        .collect();
+    keep.sort_unstable();
+    keep.dedup();
+    let mut from = 3u32;
+    let mut gaps = Vec::new();
+    for &fd in &keep {
+        if fd > from {
+            gaps.push((from, fd - 1));
+        }
+        from = fd + 1;
+    }
+    gaps.push((from, u32::MAX));
+    for (first, last) in gaps {
+        // SAFETY: close_range takes no pointers; the caller vouches for
+        // the ownership of everything in the range.
+        if unsafe { libc::close_range(first, last, 0) } == 0 {
+            continue;
+        }
+        // A kernel before 5.9: close what /proc says is open.
+        let open: Vec<u32> = std::fs::read_dir("/proc/self/fd")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse().ok())
+            .collect();
+        for fd in open.into_iter().filter(|fd| (first..=last).contains(fd)) {
+            close_raw(fd as RawFd);
+        }
+    }
+}
+
+/// Connects a socket.
+pub fn connect(fd: BorrowedFd, addr: &RawAddr) -> io::Result<()> {
+    // SAFETY: addr points at a valid sockaddr of addr.len bytes.
+    cvt_r(|| unsafe { libc::connect(fd.as_raw_fd(), addr.as_ptr(), addr.len) })?;
+    Ok(())
+}
+
+/// `send(2)` retried on EINTR, never raising SIGPIPE.
+pub fn send(fd: BorrowedFd, buf: &[u8], flags: i32) -> io::Result<usize> {
+    let flags = flags | libc::MSG_NOSIGNAL;
+    // SAFETY: buf is valid for reads of buf.len() bytes.
+    let n = cvt_r(|| unsafe {
+        libc::send(fd.as_raw_fd(), buf.as_ptr().cast(), buf.len(), flags) as _
+    })?;
+    Ok(n as usize)
+}
+
+/// Bounds how long a blocking send on `fd` may wait.
+pub fn set_send_timeout(fd: BorrowedFd, timeout: std::time::Duration) -> io::Result<()> {
+    let tv = libc::timeval {
+        tv_sec: timeout.as_secs() as libc::time_t,
+        tv_usec: timeout.subsec_micros() as libc::suseconds_t,
+    };
+    // SAFETY: tv is a valid timeval for the duration of the call.
+    cvt(unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_SNDTIMEO,
+            &tv as *const libc::timeval as *const libc::c_void,
+            size_of::<libc::timeval>() as libc::socklen_t,
+        )
+    })?;
+    Ok(())
+}
+
+/// A moment in local time, as syslog(3) shows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LocalTime {
+    /// 0 = January.
+    pub month: u8,
+    pub day: u8,
+    pub hour: u8,
+    pub minute: u8,
+    pub second: u8,
+}
+
+/// Reads the time zone ($TZ, else /etc/localtime) once, now, so that
+/// later conversions need no file (after a privilege drop, for example).
+pub fn tzset() {
+    // POSIX, but not declared by the libc crate.
+    unsafe extern "C" {
+        fn tzset();
+    }
+    // SAFETY: tzset takes no arguments; the process is single-threaded.
+    unsafe { tzset() };
+}
+
+/// Converts seconds since the epoch to local time.
+pub fn localtime(secs: i64) -> io::Result<LocalTime> {
+    let t = secs as libc::time_t;
+    // SAFETY: tm is plain old data; all-zero is a valid value.
+    let mut tm: libc::tm = unsafe { zeroed() };
+    // SAFETY: t and tm are valid for the call; localtime_r is reentrant.
+    if unsafe { libc::localtime_r(&t, &mut tm) }.is_null() {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(LocalTime {
+        month: tm.tm_mon as u8,
+        day: tm.tm_mday as u8,
+        hour: tm.tm_hour as u8,
+        minute: tm.tm_min as u8,
+        second: tm.tm_sec as u8,
+    })
+}
+
+// ---------------------------------------------------------------- skd -S (supervise.rs)
+
+impl FileActions {
+    /// No descriptor moves: the child keeps our stdin, stdout and stderr
+    /// (everything else we hold is close-on-exec).
+    pub fn none() -> io::Result<FileActions> {
+        let mut fa = MaybeUninit::<libc::posix_spawn_file_actions_t>::uninit();
+        // SAFETY: init initialises the object.
+        check(unsafe { libc::posix_spawn_file_actions_init(fa.as_mut_ptr()) })?;
+        // SAFETY: initialised just above.
+        Ok(FileActions(unsafe { fa.assume_init() }))
+    }
+}

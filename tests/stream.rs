@@ -474,3 +474,49 @@ fn a_port_in_use_is_reported() {
         )
     );
 }
+
+#[test]
+fn the_handler_is_found_in_path_and_searched_again_when_it_moves() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = TempDir::new();
+    let (first, second) = (dir.path("a"), dir.path("b"));
+    std::fs::create_dir(&first).unwrap();
+    std::fs::create_dir(&second).unwrap();
+    let install = |d: &std::path::Path, text: &str| {
+        let file = d.join("skd-test-handler");
+        std::fs::write(&file, format!("#!/bin/sh\necho {text}\n")).unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o755)).unwrap();
+    };
+    install(&first, "first");
+    let path = format!("{}:{}:/usr/bin:/bin", first.display(), second.display());
+    let mut c = cmd(
+        SKD_BIND,
+        &["-t", "127.0.0.1:0", SKD_ACCEPT, "skd-test-handler"],
+    );
+    c.env("PATH", &path);
+    let srv = Server::start(c);
+    let port = srv.port();
+    assert_eq!(tcp_exchange(port, b""), b"first\n");
+    std::fs::remove_file(first.join("skd-test-handler")).unwrap();
+    install(&second, "second");
+    assert_eq!(tcp_exchange(port, b""), b"second\n");
+    assert_eq!(srv.stderr(), "");
+}
+
+#[test]
+fn a_handler_installed_after_start_is_found() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = TempDir::new();
+    let mut c = cmd(
+        SKD_BIND,
+        &["-t", "127.0.0.1:0", SKD_ACCEPT, "skd-late-handler"],
+    );
+    c.env("PATH", format!("{}:/usr/bin:/bin", dir.0.display()));
+    let srv = Server::start(c);
+    let port = srv.port();
+    assert_eq!(tcp_exchange(port, b""), b"");
+    let file = dir.path("skd-late-handler");
+    std::fs::write(&file, "#!/bin/sh\necho late\n").unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o755)).unwrap();
+    assert_eq!(tcp_exchange(port, b""), b"late\n");
+}

@@ -472,3 +472,31 @@ pub fn expected_fds() -> Vec<i32> {
     expected.sort();
     expected
 }
+
+pub const SKD_LOG: &str = env!("CARGO_BIN_EXE_skd-log");
+pub const SKD_SETUID: &str = env!("CARGO_BIN_EXE_skd-setuid");
+
+/// A process's command name (`/proc/PID/comm`), if it exists.
+pub fn comm(pid: i32) -> Option<String> {
+    let name = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+    Some(name.trim_end().to_owned())
+}
+
+/// A process's state letter (`R`, `S`, `Z`, ...), if it exists.
+pub fn proc_state(pid: i32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(") ")?.1.chars().next()
+}
+
+/// The `Uid:`, `Gid:` and `Groups:` lines of `/proc/PID/status`.
+pub fn proc_ids(pid: i32) -> String {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .filter(|l| l.starts_with("Uid:") || l.starts_with("Gid:") || l.starts_with("Groups:"))
+        .map(|l| format!("{}\n", l.trim_end()))
+        .collect()
+}
+
+/// The multicall front end (issue 5).
+pub const SKD: &str = env!("CARGO_BIN_EXE_skd");

@@ -1,0 +1,3 @@
+fn main() {
+    skd::setuid::main()
+}
