@@ -193,6 +193,12 @@ fn bind_unix(path: &OsString, socktype: i32) -> Result<OwnedFd, Error> {
     }
     match std::fs::symlink_metadata(path) {
         Ok(meta) if meta.file_type().is_socket() => {
+            // A socket file can belong to a server that is running: taking
+            // it over would leave that server unreachable. Only a socket
+            // nobody listens on any more is stale.
+            if !stale(&addr, socktype) {
+                return Err(fail(&io::Error::from_raw_os_error(libc::EADDRINUSE)));
+            }
             std::fs::remove_file(path)
                 .map_err(|e| Error::sys(format_args!("remove the old socket {shown}"), &e))?;
         }
@@ -205,6 +211,19 @@ fn bind_unix(path: &OsString, socktype: i32) -> Result<OwnedFd, Error> {
     }
     sys::bind(fd.as_fd(), &addr).map_err(|e| fail(&e))?;
     Ok(fd)
+}
+
+/// Whether the socket file at `addr` is left over from a server that has
+/// gone: connecting is refused. A server of either type that answers, or
+/// whose backlog is full, is alive; so is one we cannot tell about.
+fn stale(addr: &sys::RawAddr, socktype: i32) -> bool {
+    let Ok(probe) = sys::socket(libc::AF_UNIX, socktype | libc::SOCK_NONBLOCK) else {
+        return false;
+    };
+    matches!(
+        sys::connect(probe.as_fd(), addr).map_err(|e| e.raw_os_error()),
+        Err(Some(libc::ECONNREFUSED | libc::ENOENT))
+    )
 }
 
 /// Writes the port the kernel chose, once the socket is ready, with a

@@ -11,7 +11,7 @@ use lexopt::Arg::{Short, Value};
 use crate::addr::{self, InetSpec};
 use crate::chain::{self, Env};
 use crate::error::{self, Error};
-use crate::{args, supervise};
+use crate::{args, log, setuid, supervise};
 
 pub const PROG: &str = "skd";
 pub const SYNOPSIS: &str = "skd [-sdnvBSUV] [-i|-t|-u [host:]port | -l|-x path] \
@@ -98,8 +98,21 @@ fn parse_words(args: impl IntoIterator<Item = OsString>) -> Result<Command, Erro
             Short('n') => opts.nodelay = true,
             Short('v') => opts.verbose = true,
             Short('B') => opts.background = true,
-            Short('L') => opts.log = Some(parser.value().map_err(syntax)?),
-            Short('P') => opts.pidfile = Some(parser.value().map_err(syntax)?),
+            // Checked here, as skd-log and skd-pidfile would, so that a bad
+            // value fails before skd-bind has made a socket file or
+            // skd-pidfile a pidfile: a usage error leaves nothing behind.
+            Short('L') => {
+                let value = parser.value().map_err(syntax)?;
+                log::parse_spec(&value)?;
+                opts.log = Some(value);
+            }
+            Short('P') => {
+                let value = parser.value().map_err(syntax)?;
+                if value.is_empty() {
+                    return Err(Error::usage("the pidfile name is empty"));
+                }
+                opts.pidfile = Some(value);
+            }
             Short('S') => opts.supervise = true,
             Short('U') => opts.setuid = true,
             Short('V') => return Ok(Command::Version),
@@ -235,6 +248,11 @@ fn version() -> ! {
 }
 
 fn run(opts: Options, env: Env) -> Result<Infallible, Error> {
+    if opts.setuid {
+        // $UID, $GID, $GIDLIST and $ROOT are checked before the chain
+        // starts, for the same reason as -L and -P in `parse`.
+        setuid::Creds::from_env(&env)?;
+    }
     let argv = translate(&opts);
     if opts.supervise && argv[0] == PROG {
         // The chain is the supervisor alone: that is us, here and now.
