@@ -161,6 +161,7 @@ pub fn translate(opts: &Options) -> Vec<OsString> {
     if let Some(pidfile) = &opts.pidfile {
         chain.tool("skd-pidfile", &[]);
         chain.operand(pidfile);
+        chain.options_go_on();
     }
     if let Some(spec) = &opts.log {
         chain.tool("skd-log", &[("-U", opts.setuid)]);
@@ -199,6 +200,8 @@ struct Chain {
     argv: Vec<OsString>,
     /// The last tool's options are over: operands go as they are.
     operands: bool,
+    /// A `--` was written for the last tool.
+    dashdash: bool,
 }
 
 impl Chain {
@@ -206,6 +209,7 @@ impl Chain {
     fn tool(&mut self, name: &str, flags: &[(&str, bool)]) {
         self.argv.push(name.into());
         self.operands = false;
+        self.dashdash = false;
         self.flags(flags);
     }
 
@@ -222,9 +226,17 @@ impl Chain {
         self.argv.extend(value.cloned());
     }
 
+    /// skd-pidfile reads options up to its second operand (the program),
+    /// not only up to its first: unless a `--` came before the first, one
+    /// is still needed before a program whose name begins with '-'.
+    fn options_go_on(&mut self) {
+        self.operands = self.dashdash;
+    }
+
     fn operand(&mut self, value: &OsStr) {
         if !self.operands && !self.argv.is_empty() && value.as_encoded_bytes().starts_with(b"-") {
             self.argv.push("--".into());
+            self.dashdash = true;
         }
         self.operands = true;
         self.argv.push(value.to_os_string());
@@ -476,6 +488,8 @@ mod tests {
             "skd-log -U -- -t skd-setuid -- -prog"
         );
         assert_eq!(chain(&["-L", ">>-f", "prog"]), "skd-log >>-f prog");
+        // skd-pidfile reads options up to the program, its second operand.
+        assert_eq!(chain(&["-P", "p", "--", "-prog"]), "skd-pidfile p -- -prog");
     }
 
     #[test]

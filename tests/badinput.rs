@@ -20,6 +20,8 @@ struct Case {
     code: i32,
     /// Texts the one line must contain: what is wrong, and where.
     says: Vec<String>,
+    /// Privilege variables to set (all others are removed).
+    env: Vec<(&'static str, String)>,
 }
 
 #[derive(Clone, Copy)]
@@ -41,7 +43,13 @@ fn case(tool: &'static str, args: Vec<OsString>, code: i32, says: &[&str]) -> Ca
         stdin: Stdin::Null,
         code,
         says: says.iter().map(|s| s.to_string()).collect(),
+        env: Vec::new(),
     }
+}
+
+fn with_env(mut c: Case, env: &[(&'static str, &str)]) -> Case {
+    c.env = env.iter().map(|(k, v)| (*k, v.to_string())).collect();
+    c
 }
 
 /// Decimal option values that must all be refused.
@@ -100,6 +108,11 @@ fn table(dir: &Path) -> Vec<Case> {
         (SKD_DGRAM, &[][..], "no program to run"),
         (SKD_BACKGROUND, &[][..], "no program to run"),
         (SKD_PIDFILE, &[][..], "no pidfile given"),
+        (SKD_LOG, &[][..], "no log destination given"),
+        (SKD_LOG, &["tag"][..], "no program to run"),
+        (SKD_SETUID, &[][..], "no program to run"),
+        (SKD, &[][..], "no program to run"),
+        (SKD, &["-t", "0"][..], "no program to run"),
     ] {
         cases.push(case(tool, os(base), 100, &[missing, "usage: "]));
         for (opt, named) in [
@@ -116,7 +129,10 @@ fn table(dir: &Path) -> Vec<Case> {
     }
 
     // Numeric options: every class of bad value, and none at all.
+    let unix = d("s");
     for (tool, opt, before, after, max) in [
+        (SKD, "-b", &["-l", &unix][..], &["true"][..], "2147483647"),
+        (SKD, "-c", &["-l", &unix][..], &["true"][..], "2147483647"),
         (
             SKD_BIND,
             "-b",
@@ -148,12 +164,14 @@ fn table(dir: &Path) -> Vec<Case> {
     for opt in ["-i", "-t", "-u"] {
         for spec in BAD_ADDRESSES {
             let quoted = format!("{spec:?}");
-            cases.push(case(
-                SKD_BIND,
-                os(&[opt, spec, "true"]),
-                100,
-                &["invalid address", &quoted],
-            ));
+            for tool in [SKD_BIND, SKD] {
+                cases.push(case(
+                    tool,
+                    os(&[opt, spec, "true"]),
+                    100,
+                    &["invalid address", &quoted],
+                ));
+            }
         }
         let mut bytes = b"127.0.0.1:".to_vec();
         bytes.push(0xff);
@@ -278,6 +296,94 @@ fn table(dir: &Path) -> Vec<Case> {
         cases.push(c);
     }
 
+    // Log destinations, alone and through the classic front end, which
+    // must refuse them before anything (a socket, a pidfile) is made.
+    let pidfile = d("p");
+    for (spec, says) in [
+        ("tag:bogus.info", "unknown syslog facility \"bogus\""),
+        ("tag:daemon.bogus", "unknown syslog priority \"bogus\""),
+        ("tag:daemon", "invalid syslog level \"daemon\""),
+        ("tag:", "invalid syslog level \"\""),
+        ("tag:.", "unknown syslog facility \"\""),
+        (":daemon.info", "no syslog tag given"),
+        ("", "no syslog tag given"),
+        (">", "no file name after '>'"),
+        (">>  ", "no file name after '>'"),
+    ] {
+        cases.push(case(SKD_LOG, os(&[spec, "true"]), 100, &[says]));
+        cases.push(case(SKD_LOG, os(&["-U", spec, "true"]), 100, &[says]));
+        cases.push(case(
+            SKD,
+            os(&["-l", &unix, "-P", &pidfile, "-L", spec, "true"]),
+            100,
+            &[says],
+        ));
+    }
+    let nodir = d("no/such/dir/log");
+    cases.push(case(
+        SKD_LOG,
+        os(&[&format!(">{nodir}"), "true"]),
+        111,
+        &[&format!(
+            "unable to open {nodir}: No such file or directory"
+        )],
+    ));
+    cases.push(case(SKD, os(&["-L"]), 100, &["missing argument", "'-L'"]));
+    cases.push(case(
+        SKD,
+        os(&["-l", &unix, "-P", "", "true"]),
+        100,
+        &["the pidfile name is empty"],
+    ));
+    cases.push(case(SKD, os(&["-P"]), 100, &["missing argument", "'-P'"]));
+    cases.push(case(
+        SKD,
+        os(&["-S", "-l", &unix, "true"]),
+        100,
+        &["-S supervises"],
+    ));
+
+    // Privileges: the variables skd-setuid, skd-log -U and skd -U read,
+    // checked by the classic front end before the chain starts.
+    for (env, says) in [
+        (&[][..], "UID is not set"),
+        (&[("UID", "1")][..], "GID is not set"),
+        (
+            &[("UID", "nobody"), ("GID", "1")][..],
+            "invalid UID: \"nobody\"",
+        ),
+        (&[("UID", "-1"), ("GID", "1")][..], "invalid UID: \"-1\""),
+        (
+            &[("UID", "4294967295"), ("GID", "1")][..],
+            "invalid UID: \"4294967295\"",
+        ),
+        (&[("UID", "99999999999"), ("GID", "1")][..], "invalid UID"),
+        (&[("UID", "1"), ("GID", "")][..], "invalid GID: \"\""),
+        (
+            &[("UID", "1"), ("GID", "1"), ("GIDLIST", "1,,2")][..],
+            "invalid GIDLIST",
+        ),
+        (
+            &[("UID", "1"), ("GID", "1"), ("ROOT", "")][..],
+            "ROOT is set but empty",
+        ),
+    ] {
+        cases.push(with_env(case(SKD_SETUID, os(&["true"]), 100, &[says]), env));
+        cases.push(with_env(
+            case(SKD_LOG, os(&["-U", "tag", "true"]), 100, &[says]),
+            env,
+        ));
+        cases.push(with_env(
+            case(
+                SKD,
+                os(&["-U", "-l", &unix, "-P", &pidfile, "-L", "tag", "true"]),
+                100,
+                &[says],
+            ),
+            env,
+        ));
+    }
+
     // Pidfiles.
     cases.push(case(
         SKD_PIDFILE,
@@ -308,6 +414,10 @@ fn check(dir: &Path, c: &Case) {
     let shown = format!("{} {:?}", c.tool.rsplit('/').next().unwrap(), c.args);
     let mut command = std::process::Command::new(c.tool);
     command.args(&c.args).current_dir(dir);
+    for name in ["UID", "GID", "GIDLIST", "ROOT"] {
+        command.env_remove(name);
+    }
+    command.envs(c.env.iter().map(|(k, v)| (k, v)));
     let out = match c.stdin {
         Stdin::Null => run(command),
         other => run_with_stdin(command, other),
@@ -374,7 +484,7 @@ fn run_with_stdin(mut command: std::process::Command, stdin: Stdin) -> std::proc
 fn every_bad_input_gives_one_line_the_right_status_and_leaves_nothing() {
     let dir = TempDir::new();
     let cases = table(&dir.0);
-    assert!(cases.len() > 150, "{} cases", cases.len());
+    assert!(cases.len() > 300, "{} cases", cases.len());
     for c in &cases {
         check(&dir.0, c);
     }

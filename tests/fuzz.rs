@@ -9,8 +9,9 @@ use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use skd::addr::{self, InetSpec};
+use skd::chain::Env;
 use skd::error::{self, Error};
-use skd::{accept, args, background, bind, dgram, pidfile};
+use skd::{accept, args, background, bind, classic, dgram, log, pidfile, setuid};
 
 /// Cases per parser.
 const CASES: usize = 20_000;
@@ -339,4 +340,213 @@ fn other_tools_command_lines() {
         pidfile::parse,
         |o| &o.argv,
     );
+}
+
+#[test]
+fn log_specs() {
+    let mut rng = Rng(0x5eed_0009);
+    let pieces = [
+        "tag", ":", ".", "daemon", "info", "local7", "emerg", "kern", "bogus", ">", ">>", " ",
+        "/tmp/f", "é", "DAEMON",
+    ];
+    let (mut ok, mut bad) = (0, 0);
+    for i in 0..CASES {
+        let input = if i % 2 == 0 {
+            rng.bytes()
+        } else {
+            rng.pieces(&pieces)
+        };
+        let spec = OsStr::from_bytes(&input);
+        match no_panic("log::parse_spec", &spec, || log::parse_spec(spec)) {
+            Ok(log::Spec::Syslog {
+                tag,
+                facility,
+                priority,
+            }) => {
+                ok += 1;
+                assert!(!tag.is_empty() && !tag.contains(&b':'), "{spec:?}");
+                assert!(facility < 24 && priority < 8, "{spec:?}");
+            }
+            Ok(log::Spec::File { path, .. }) => {
+                ok += 1;
+                assert!(input.starts_with(b">") && !path.is_empty(), "{spec:?}");
+            }
+            Err(e) => {
+                bad += 1;
+                usage("log::parse_spec", &spec, &e);
+            }
+        }
+    }
+    assert!(ok > 100 && bad > 100, "{ok} accepted, {bad} refused");
+}
+
+#[test]
+fn privilege_variables() {
+    let mut rng = Rng(0x5eed_000a);
+    let pieces = [
+        "0",
+        "1",
+        "65534",
+        "4294967294",
+        "4294967295",
+        ",",
+        "-",
+        " ",
+        "x",
+        "/",
+    ];
+    let (mut ok, mut bad) = (0, 0);
+    for _ in 0..CASES {
+        let mut env = Env::default();
+        for name in ["UID", "GID", "GIDLIST", "ROOT"] {
+            match rng.below(8) {
+                0 => {}
+                1 => env.set(name, OsString::from_vec(rng.bytes())),
+                2 | 3 => env.set(name, OsString::from_vec(rng.pieces(&pieces))),
+                // Mostly a plausible value, so that some sets pass.
+                _ if name == "ROOT" => env.set(name, "/var/empty"),
+                _ => env.set(name, *rng.pick(&["0", "65534", "4294967294"])),
+            }
+        }
+        match no_panic("Creds::from_env", &env, || setuid::Creds::from_env(&env)) {
+            Ok(creds) => {
+                ok += 1;
+                assert!(creds.uid <= setuid::MAX_ID && creds.gid <= setuid::MAX_ID);
+                assert!(creds.groups.iter().all(|&g| g <= setuid::MAX_ID));
+                assert!(creds.root.as_ref().is_none_or(|r| !r.is_empty()));
+            }
+            Err(e) => {
+                bad += 1;
+                usage("Creds::from_env", &env, &e);
+            }
+        }
+    }
+    assert!(ok > 100 && bad > 100, "{ok} accepted, {bad} refused");
+}
+
+#[test]
+fn skd_log_and_skd_setuid_command_lines() {
+    let vocabulary = [
+        "-U",
+        "-Uv",
+        "--",
+        "-",
+        "--long",
+        "tag",
+        "tag:daemon.info",
+        ">f",
+        ">> f",
+        "",
+        "cat",
+        "-c",
+    ];
+    command_lines("log::parse", 0x5eed_000b, &vocabulary, log::parse, |o| {
+        &o.argv
+    });
+    command_lines(
+        "setuid::parse",
+        0x5eed_000c,
+        &vocabulary,
+        setuid::parse,
+        |o| &o.argv,
+    );
+}
+
+/// Parses a translated chain stage by stage with each tool's own parser,
+/// as the tools will when it runs; returns what is left: the program.
+fn walk_chain(mut argv: Vec<OsString>, line: &[OsString]) -> Vec<OsString> {
+    let fail = |stage: &OsString, e: Error| -> ! {
+        panic!("skd {line:?}: stage {stage:?} refuses its arguments: {e:?}")
+    };
+    loop {
+        let Some(stage) = argv.first().cloned() else {
+            panic!("skd {line:?}: an empty chain")
+        };
+        let rest = argv[1..].to_vec();
+        argv = match stage.to_str() {
+            Some("skd-background") => background::parse(rest).map(|o| o.argv),
+            Some("skd-bind") => bind::parse(rest).map(|o| o.argv),
+            Some("skd-pidfile") => pidfile::parse(rest).map(|o| o.argv),
+            Some("skd-log") => log::parse(rest).map(|o| o.argv),
+            Some("skd-setuid") => setuid::parse(rest).map(|o| o.argv),
+            Some("skd-accept") => accept::parse(rest).map(|o| o.argv),
+            Some("skd-dgram") => dgram::parse(rest).map(|o| o.argv),
+            // The supervisor stage: skd -S [-v] prog...
+            Some("skd") => match classic::parse(rest) {
+                Ok(classic::Command::Run(o)) if o.supervise => return o.argv,
+                other => panic!("skd {line:?}: supervisor stage gave {other:?}"),
+            },
+            _ => return argv,
+        }
+        .unwrap_or_else(|e| fail(&stage, e));
+    }
+}
+
+#[test]
+fn classic_command_lines_translate_into_chains_every_tool_accepts() {
+    let vocabulary = [
+        "-s",
+        "-d",
+        "-i",
+        "-t",
+        "-u",
+        "-l",
+        "-x",
+        "-b",
+        "-c",
+        "-n",
+        "-v",
+        "-B",
+        "-L",
+        "-P",
+        "-S",
+        "-U",
+        "-V",
+        "-vt",
+        "-BP",
+        "-nvc",
+        "--",
+        "-",
+        "0",
+        "80",
+        "127.0.0.1:0",
+        "[::1]:0",
+        "/tmp/s",
+        "5",
+        "tag",
+        "tag:daemon.info",
+        ">f",
+        ">>f",
+        "-odd",
+        "cat",
+        "p.pid",
+        "",
+    ];
+    let mut rng = Rng(0x5eed_000d);
+    let (mut chains, mut bad) = (0, 0);
+    for _ in 0..CASES {
+        let n = rng.below(9);
+        let line: Vec<OsString> = (0..n)
+            .map(|_| match rng.below(8) {
+                0 => OsString::from_vec(rng.bytes()),
+                _ => OsString::from(*rng.pick(&vocabulary)),
+            })
+            .collect();
+        match no_panic("classic::parse", &line, || classic::parse(line.clone())) {
+            Ok(classic::Command::Version) => {}
+            Ok(classic::Command::Run(opts)) => {
+                chains += 1;
+                let argv = no_panic("classic::translate", &line, || classic::translate(&opts));
+                let program = walk_chain(argv, &line);
+                assert_eq!(program, opts.argv, "skd {line:?}");
+                assert!(line.ends_with(&program), "skd {line:?}");
+            }
+            Err(e) => {
+                bad += 1;
+                usage("classic::parse", &line, &e);
+            }
+        }
+    }
+    assert!(chains > 100 && bad > 100, "{chains} chains, {bad} refused");
+    println!("classic command lines: {chains} chains walked, {bad} refused");
 }
