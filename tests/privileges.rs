@@ -312,3 +312,18 @@ fn check_privileged_chain(
         "{msg}"
     );
 }
+
+#[test]
+fn a_chain_started_with_stderr_closed_gives_handlers_dev_null_there() {
+    // Otherwise the first file a tool or handler opened (here the pidfile)
+    // would become its stderr, and error messages would go into it. The
+    // Rust runtime of each tool reopens a closed 0, 1 or 2 on /dev/null.
+    let dir = TempDir::new();
+    let script = format!(
+        "exec 2>&-; exec {SKD_BIND} -t 127.0.0.1:0 {SKD_PIDFILE} {} {SKD_ACCEPT} \
+         sh -c 'readlink /proc/$$/fd/2'",
+        dir.path("p").display()
+    );
+    let srv = Server::start(cmd("sh", &["-c", &script]));
+    assert_eq!(tcp_exchange(srv.port(), b""), b"/dev/null\n");
+}
