@@ -282,18 +282,20 @@ fn rss_kb(pid: i32) -> u64 {
         .unwrap_or(0)
 }
 
-/// CPU time the process itself has used (all its threads, children
-/// excluded), in microseconds: utime + stime from /proc/PID/stat.
+/// CPU time the process itself has used (user and system, all its
+/// threads, children excluded), in microseconds. /proc/PID/task/*/schedstat
+/// counts it in nanoseconds; /proc/PID/stat's utime and stime, in 10 ms
+/// ticks, are too coarse for a one-second round.
 fn cpu_us(pid: i32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit_once(") ")
-        .map(|(_, r)| r.split(' ').collect())
-        .unwrap_or_default();
-    let ticks: f64 = fields.get(11).and_then(|u| u.parse().ok()).unwrap_or(0.0)
-        + fields.get(12).and_then(|s| s.parse().ok()).unwrap_or(0.0);
-    // Linux reports these in USER_HZ, which is 100 on every architecture.
-    ticks * 10_000.0
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return f64::NAN;
+    };
+    let ns: u64 = tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .sum();
+    ns as f64 / 1000.0
 }
 
 fn one_connection(target: &Target) -> bool {
