@@ -188,12 +188,20 @@ fn spawn_with_port(name: &str, mut cmd: Command) -> Option<Server> {
         line.push(byte[0]);
     }
     let port: u16 = String::from_utf8_lossy(&line).trim().parse().ok()?;
-    let mut server = Server {
+    Some(Server {
         name: name.to_owned(),
         child: Some(child),
         target: Target::Tcp(port),
         idle_rss_kb: 0,
-    };
+    })
+}
+
+/// Starts a server for the throughput tables, with its idle RSS.
+fn start_tcp(name: &str, cmd: Command) -> Option<Server> {
+    let mut server = spawn_with_port(name, cmd)?;
+    // The port line comes before the last exec of a chain: let the serving
+    // program settle before its idle RSS is read.
+    thread::sleep(Duration::from_millis(100));
     server.idle_rss_kb = rss_kb(server.pid()?);
     Some(server)
 }
@@ -201,13 +209,13 @@ fn spawn_with_port(name: &str, mut cmd: Command) -> Option<Server> {
 fn start_skd_chain_tcp(handler: &[&str]) -> Option<Server> {
     let mut cmd = Command::new(SKD_BIND);
     cmd.args(["-t", "127.0.0.1:0", SKD_ACCEPT]).args(handler);
-    spawn_with_port("skd-bind + skd-accept", cmd)
+    start_tcp("skd-bind + skd-accept", cmd)
 }
 
 fn start_skd_classic_tcp(handler: &[&str]) -> Option<Server> {
     let mut cmd = Command::new(SKD);
     cmd.args(["-t", "127.0.0.1:0"]).args(handler);
-    spawn_with_port("skd (classic front end)", cmd)
+    start_tcp("skd (classic front end)", cmd)
 }
 
 fn start_tcpserver(handler: &[&str]) -> Option<Server> {
@@ -218,7 +226,7 @@ fn start_tcpserver(handler: &[&str]) -> Option<Server> {
     let mut cmd = Command::new(tcpserver);
     cmd.args(["-1", "-HRl0", "-c", "10000", "-b", "4096", "127.0.0.1", "0"])
         .args(handler);
-    spawn_with_port("tcpserver", cmd)
+    start_tcp("tcpserver", cmd)
 }
 
 fn start_unix(name: &str, mut cmd: Command, path: &Path) -> Option<Server> {
