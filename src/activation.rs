@@ -23,7 +23,7 @@ pub const FIRST_FD: RawFd = 3;
 /// The protocol's variables. They describe descriptors of one process and
 /// must never reach another: the serving tools remove them from the
 /// environment of every handler.
-pub const VARS: &[&str] = &["LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES"];
+pub const VARS: [&str; 3] = ["LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"];
 
 /// The socket a serving tool is to serve, and how to name it in messages.
 #[derive(Clone, Copy, Debug)]
@@ -36,28 +36,33 @@ pub struct Listener {
 /// Finds the socket to serve: fd 0 when it is a socket (the UCSPI and s6
 /// convention); otherwise fd 3 when `LISTEN_PID` is our pid and
 /// `LISTEN_FDS` is 1; otherwise fd 0 again, for the caller to reject.
-/// The protocol's variables are removed from `env` in every case. The
-/// socket found on fd 3 is made close-on-exec, so that handlers never
-/// inherit it.
+/// The protocol's variables are removed from `env` in every case; a socket
+/// passed on fd 3 that we do not serve is made close-on-exec, so that
+/// handlers never inherit it (the one we serve, `serve::prepare` makes so).
 pub fn listener(env: &mut Env) -> Result<Listener, Error> {
-    let pid = env.remove("LISTEN_PID");
-    let fds = env.remove("LISTEN_FDS");
-    env.remove("LISTEN_FDNAMES");
+    let [pid, fds, _names] = VARS.map(|name| env.remove(name));
     let stdin = Listener {
         fd: sys::borrow_raw(0),
         name: "stdin",
     };
-    if is_socket(stdin.fd) || !for_us(pid.as_deref(), sys::getpid()) {
+    if !for_us(pid.as_deref(), sys::getpid()) {
+        return Ok(stdin);
+    }
+    let passed = sys::is_open(FIRST_FD).then(|| sys::borrow_raw(FIRST_FD));
+    if is_socket(stdin.fd) {
+        // The service manager's socket is not the one we serve, but it is
+        // ours to keep from the handlers (systemd passes it inheritable).
+        if let Some(fd) = passed {
+            sys::set_cloexec(fd, true).map_err(|e| Error::sys("set close-on-exec on fd 3", &e))?;
+        }
         return Ok(stdin);
     }
     check_count(fds.as_deref())?;
-    if !sys::is_open(FIRST_FD) {
+    let Some(fd) = passed else {
         return Err(Error::usage(
             "LISTEN_FDS=1 and LISTEN_PID is ours, but fd 3 is not open",
         ));
-    }
-    let fd = sys::borrow_raw(FIRST_FD);
-    sys::set_cloexec(fd, true).map_err(|e| Error::sys("set close-on-exec on fd 3", &e))?;
+    };
     Ok(Listener {
         fd,
         name: "fd 3 (LISTEN_FDS)",

@@ -39,11 +39,20 @@ pub fn find_socket(
     check: impl FnOnce(Listener) -> Result<i32, Error>,
 ) -> Result<(BorrowedFd<'static>, i32), Error> {
     let listener = activation::listener(env)?;
-    if notify_fd == Some(listener.fd.as_raw_fd()) {
-        return Err(Error::usage(format!(
-            "the notification fd is {}, the socket to serve",
-            listener.name
-        )));
+    if let Some(fd) = notify_fd {
+        if fd == listener.fd.as_raw_fd() {
+            return Err(Error::usage(format!(
+                "the notification fd is {}, the socket to serve",
+                listener.name
+            )));
+        }
+        // Writing a newline there would tell skd-background we failed, or
+        // scribble on a pidfile and drop its lock.
+        if chain::ready_fd() == Some(fd) || chain::held_fds().contains(&fd) {
+            return Err(Error::usage(format!(
+                "the notification fd {fd} is one the chain itself uses"
+            )));
+        }
     }
     let fd = listener.fd;
     Ok((fd, check(listener)?))

@@ -1028,10 +1028,22 @@ extern "C" fn spawned_child(plan: *mut libc::c_void) -> libc::c_int {
         let default = [0u64; 4];
         for i in 0..plan.defaults_len {
             let sig = *plan.defaults.add(i);
-            libc::syscall(libc::SYS_rt_sigaction, sig, default.as_ptr(), 0usize, 8usize);
+            libc::syscall(
+                libc::SYS_rt_sigaction,
+                sig,
+                default.as_ptr(),
+                0usize,
+                8usize,
+            );
         }
         let empty = [0u64; 1];
-        libc::syscall(libc::SYS_rt_sigprocmask, libc::SIG_SETMASK, empty.as_ptr(), 0usize, 8usize);
+        libc::syscall(
+            libc::SYS_rt_sigprocmask,
+            libc::SIG_SETMASK,
+            empty.as_ptr(),
+            0usize,
+            8usize,
+        );
         let mut error = libc::ENOENT;
         for i in 0..plan.paths_len {
             libc::execve(*plan.paths.add(i), plan.argv, plan.envp);

@@ -886,3 +886,46 @@ fn sysv_example_starts_reports_and_stops_through_the_pidfile() {
     );
     drop(blocker);
 }
+
+#[test]
+fn a_passed_socket_we_do_not_serve_is_kept_from_handlers() {
+    // fd 0 is skd-bind's socket; systemd-style variables also announce an
+    // (inheritable) socket on fd 3 for us: handlers must not get it.
+    let passed = TcpListener::bind("127.0.0.1:0").unwrap();
+    let srv = Server::start(activated(
+        passed.as_raw_fd(),
+        "1",
+        None,
+        &[
+            SKD_BIND,
+            "-t",
+            "127.0.0.1:0",
+            SKD_ACCEPT,
+            "sh",
+            "-c",
+            "if [ -e /proc/$$/fd/3 ]; then echo fd 3 leaked; else echo clean; fi",
+        ],
+    ));
+    let port = srv.port();
+    assert_eq!(tcp_exchange(port, b""), b"clean\n", "{}", srv.stderr());
+}
+
+#[test]
+fn a_notification_fd_that_is_the_readiness_fd_is_refused() {
+    let (reader, writer) = std::io::pipe().unwrap();
+    let mut c = cmd(
+        SKD_BIND,
+        &["-t", "127.0.0.1:0", SKD_ACCEPT, "-d", "5", "cat"],
+    );
+    pass_fd(&mut c, writer.as_raw_fd(), 5);
+    c.env("SKD_READY_FD", "5");
+    let out = run(c);
+    drop(writer);
+    assert_eq!(out.status.code(), Some(100));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "skd-accept: fatal: the notification fd 5 is one the chain itself uses\n"
+    );
+    // The waiting side hears the usage failure, not a bogus newline.
+    assert_eq!(read_to_eof(reader), [100]);
+}
