@@ -188,18 +188,17 @@ impl Server {
             }
             let accepting = self.children.len() < self.max && self.paused_until.is_none();
             let mut fds = [
-                pollfd(self.signals.as_raw_fd()),
-                pollfd(if accepting {
-                    self.listener.as_raw_fd()
-                } else {
-                    -1
-                }),
+                serve::pollfd(self.signals.as_raw_fd(), libc::POLLIN),
+                serve::pollfd(
+                    if accepting {
+                        self.listener.as_raw_fd()
+                    } else {
+                        -1
+                    },
+                    libc::POLLIN,
+                ),
             ];
-            // Rounded up, so that we never wake just before the deadline.
-            let timeout = self.paused_until.map_or(-1, |t| {
-                let left = t.saturating_duration_since(Instant::now());
-                left.as_millis().min(PAUSE.as_millis()) as i32 + 1
-            });
+            let timeout = self.paused_until.map_or(-1, serve::ms_until);
             sys::poll(&mut fds, timeout).map_err(|e| Error::sys("poll", &e))?;
             if fds[0].revents != 0 {
                 self.handle_signals()?;
@@ -369,14 +368,6 @@ impl Server {
             // tcpserver and s6 do (the rate is the clients' rate).
             _ => error::warn(PROG, &what),
         }
-    }
-}
-
-fn pollfd(fd: i32) -> libc::pollfd {
-    libc::pollfd {
-        fd,
-        events: libc::POLLIN,
-        revents: 0,
     }
 }
 

@@ -26,6 +26,20 @@ pub fn program(first: OsString, parser: &mut lexopt::Parser) -> Vec<OsString> {
     argv
 }
 
+/// The command line of a tool that takes no option: everything from the
+/// first operand on (a leading `--` is skipped) is the program to run.
+pub fn program_only(
+    args: impl IntoIterator<Item = OsString>,
+    synopsis: &str,
+) -> Result<Vec<OsString>, Error> {
+    let mut parser = lexopt::Parser::from_args(args);
+    match parser.next().map_err(|e| syntax(e, synopsis))? {
+        Some(lexopt::Arg::Value(first)) => Ok(program(first, &mut parser)),
+        Some(other) => Err(syntax(other.unexpected(), synopsis)),
+        None => Err(missing_program(synopsis)),
+    }
+}
+
 /// A decimal integer option value in `min..=max` (digits only: no sign,
 /// no blanks, no radix prefix).
 pub fn number(option: char, value: &OsString, min: u64, max: u64) -> Result<u64, Error> {

@@ -4,8 +4,6 @@
 use std::ffi::OsString;
 use std::os::fd::{AsFd, OwnedFd, RawFd};
 
-use lexopt::Arg::Value;
-
 use crate::chain::{self, Env};
 use crate::error::{self, Error};
 use crate::{args, pidfile, sys};
@@ -23,15 +21,9 @@ pub struct Options {
 }
 
 pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Options, Error> {
-    let mut parser = lexopt::Parser::from_args(args);
-    let syntax = |e| args::syntax(e, SYNOPSIS);
-    match parser.next().map_err(syntax)? {
-        Some(Value(first)) => Ok(Options {
-            argv: args::program(first, &mut parser),
-        }),
-        Some(other) => Err(syntax(other.unexpected())),
-        None => Err(args::missing_program(SYNOPSIS)),
-    }
+    Ok(Options {
+        argv: args::program_only(args, SYNOPSIS)?,
+    })
 }
 
 pub fn main() -> ! {

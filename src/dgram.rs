@@ -208,11 +208,11 @@ impl Server {
             let (watch, timeout) = match &self.state {
                 State::Idle => (self.socket.as_raw_fd(), -1),
                 State::Running { .. } => (-1, -1),
-                State::Pausing { until } => (-1, ms_until(*until)),
+                State::Pausing { until } => (-1, serve::ms_until(*until)),
             };
             let mut fds = [
-                pollfd(self.signals.as_raw_fd(), libc::POLLIN),
-                pollfd(watch, libc::POLLIN | libc::POLLRDHUP),
+                serve::pollfd(self.signals.as_raw_fd(), libc::POLLIN),
+                serve::pollfd(watch, libc::POLLIN | libc::POLLRDHUP),
             ];
             sys::poll(&mut fds, timeout).map_err(|e| Error::sys("poll", &e))?;
             if fds[0].revents != 0 {
@@ -369,19 +369,6 @@ fn next_backoff(last: Option<Duration>) -> Duration {
 }
 
 /// Milliseconds from now until `until`, rounded up, for poll.
-fn ms_until(until: Instant) -> i32 {
-    let left = until.saturating_duration_since(Instant::now());
-    left.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32
-}
-
-fn pollfd(fd: i32, events: libc::c_short) -> libc::pollfd {
-    libc::pollfd {
-        fd,
-        events,
-        revents: 0,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

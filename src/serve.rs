@@ -3,6 +3,7 @@
 //! signals that stop the server or report a handler's end.
 
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::time::Instant;
 
 use crate::activation::{self, Listener};
 use crate::chain::{self, Env};
@@ -71,9 +72,30 @@ pub fn prepare(socket: BorrowedFd, env: &mut Env) -> Result<OwnedFd, Error> {
     for name in CONNECTION_VARS {
         env.remove(name);
     }
-    let set = sys::SigSet::of(&HANDLED);
+    signalfd_for(&HANDLED)
+}
+
+/// Blocks `signals` and returns a signalfd on which they arrive instead.
+pub fn signalfd_for(signals: &[i32]) -> Result<OwnedFd, Error> {
+    let set = sys::SigSet::of(signals);
     sys::block_signals(&set).map_err(|e| Error::sys("block signals", &e))?;
     sys::signalfd(&set).map_err(|e| Error::sys("create a signalfd", &e))
+}
+
+/// A poll entry; a negative `fd` is skipped by poll(2).
+pub fn pollfd(fd: RawFd, events: libc::c_short) -> libc::pollfd {
+    libc::pollfd {
+        fd,
+        events,
+        revents: 0,
+    }
+}
+
+/// The poll(2) timeout, in milliseconds rounded up (waking early would only
+/// mean waiting again), until `deadline`.
+pub fn ms_until(deadline: Instant) -> i32 {
+    let left = deadline.saturating_duration_since(Instant::now());
+    left.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32
 }
 
 /// Declares the server ready: to a waiting skd-background, and to an s6

@@ -9,8 +9,6 @@
 use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::OsStrExt;
 
-use lexopt::Arg::Value;
-
 use crate::chain::{self, Env};
 use crate::error::{self, Error};
 use crate::{args, sys};
@@ -161,14 +159,9 @@ pub struct Options {
 /// No options of our own: everything from the first operand is the next
 /// program (a leading `--` is skipped).
 pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Options, Error> {
-    let mut parser = lexopt::Parser::from_args(args);
-    match parser.next().map_err(|e| args::syntax(e, SYNOPSIS))? {
-        Some(Value(first)) => Ok(Options {
-            argv: args::program(first, &mut parser),
-        }),
-        Some(other) => Err(args::syntax(other.unexpected(), SYNOPSIS)),
-        None => Err(args::missing_program(SYNOPSIS)),
-    }
+    Ok(Options {
+        argv: args::program_only(args, SYNOPSIS)?,
+    })
 }
 
 pub fn main() -> ! {

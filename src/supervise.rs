@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use crate::chain::{self, Env};
 use crate::error::{self, Error};
 use crate::handler::Handler;
-use crate::sys;
+use crate::{serve, sys};
 
 pub const PROG: &str = "skd";
 
@@ -27,9 +27,7 @@ const SIGNALS: [i32; 4] = [libc::SIGCHLD, libc::SIGTERM, libc::SIGINT, libc::SIG
 /// reported and retried.
 pub fn run(verbose: bool, argv: &[OsString], env: Env) -> Result<Infallible, Error> {
     let handler = Handler::new(argv, &env, &SIGNALS)?;
-    let set = sys::SigSet::of(&SIGNALS);
-    sys::block_signals(&set).map_err(|e| Error::sys("block signals", &e))?;
-    let signals = sys::signalfd(&set).map_err(|e| Error::sys("create a signalfd", &e))?;
+    let signals = serve::signalfd_for(&SIGNALS)?;
     let mut sup = Supervisor {
         handler,
         signals,
@@ -78,11 +76,7 @@ impl Supervisor {
                     }
                 },
             };
-            let mut fds = [libc::pollfd {
-                fd: self.signals.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            }];
+            let mut fds = [serve::pollfd(self.signals.as_raw_fd(), libc::POLLIN)];
             sys::poll(&mut fds, timeout).map_err(|e| Error::sys("poll", &e))?;
             if fds[0].revents != 0 {
                 self.handle_signals()?;
@@ -94,9 +88,7 @@ impl Supervisor {
     /// (`None`: now).
     fn restart_in(&self) -> Option<i32> {
         let due = self.last_start + MIN_RUN;
-        let left = due.saturating_duration_since(Instant::now());
-        // Round up: waking early would only mean waiting again.
-        (!left.is_zero()).then(|| left.as_millis() as i32 + 1)
+        (Instant::now() < due).then(|| serve::ms_until(due))
     }
 
     fn restart(&mut self) {

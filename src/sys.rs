@@ -61,16 +61,18 @@ pub fn is_open(fd: RawFd) -> bool {
 
 /// Sets or clears close-on-exec on a descriptor.
 pub fn set_cloexec(fd: BorrowedFd, on: bool) -> io::Result<()> {
+    update_flag(fd, libc::F_GETFD, libc::F_SETFD, libc::FD_CLOEXEC, on)
+}
+
+/// Sets or clears one bit of a descriptor's flags (`get`/`set`: F_GETFD and
+/// F_SETFD, or F_GETFL and F_SETFL), sparing the call when it is as asked.
+fn update_flag(fd: BorrowedFd, get: i32, set: i32, bit: i32, on: bool) -> io::Result<()> {
     // SAFETY: fcntl on a borrowed, open descriptor; no pointers involved.
-    let flags = cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFD) })?;
-    let new = if on {
-        flags | libc::FD_CLOEXEC
-    } else {
-        flags & !libc::FD_CLOEXEC
-    };
+    let flags = cvt(unsafe { libc::fcntl(fd.as_raw_fd(), get) })?;
+    let new = if on { flags | bit } else { flags & !bit };
     if new != flags {
         // SAFETY: as above.
-        cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, new) })?;
+        cvt(unsafe { libc::fcntl(fd.as_raw_fd(), set, new) })?;
     }
     Ok(())
 }
@@ -444,8 +446,13 @@ pub fn set_signal_mask(set: &SigSet) -> io::Result<()> {
 
 /// Restores the default disposition of `sig`.
 pub fn default_signal(sig: i32) -> io::Result<()> {
-    // SAFETY: SIG_DFL is always a valid disposition.
-    if unsafe { libc::signal(sig, libc::SIG_DFL) } == libc::SIG_ERR {
+    set_disposition(sig, libc::SIG_DFL)
+}
+
+/// Sets `sig` to SIG_DFL or SIG_IGN.
+fn set_disposition(sig: i32, disposition: libc::sighandler_t) -> io::Result<()> {
+    // SAFETY: the callers pass SIG_DFL or SIG_IGN, always valid dispositions.
+    if unsafe { libc::signal(sig, disposition) } == libc::SIG_ERR {
         return Err(io::Error::last_os_error());
     }
     Ok(())
@@ -706,18 +713,7 @@ pub fn spawn(
 /// Sets or clears `O_NONBLOCK` on the open file description behind `fd`
 /// (shared by every duplicate of it, in every process that holds one).
 pub fn set_nonblocking(fd: BorrowedFd, on: bool) -> io::Result<()> {
-    // SAFETY: fcntl on a borrowed, open descriptor; no pointers involved.
-    let flags = cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) })?;
-    let new = if on {
-        flags | libc::O_NONBLOCK
-    } else {
-        flags & !libc::O_NONBLOCK
-    };
-    if new != flags {
-        // SAFETY: as above.
-        cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, new) })?;
-    }
-    Ok(())
+    update_flag(fd, libc::F_GETFL, libc::F_SETFL, libc::O_NONBLOCK, on)
 }
 
 /// Looks at the next queued datagram without taking it off the queue and
@@ -865,11 +861,7 @@ pub fn getresgid() -> (u32, u32, u32) {
 /// Makes the process ignore `sig` (an ignored signal stays ignored
 /// across exec: use only in a process that does not exec).
 pub fn ignore_signal(sig: i32) -> io::Result<()> {
-    // SAFETY: SIG_IGN is always a valid disposition.
-    if unsafe { libc::signal(sig, libc::SIG_IGN) } == libc::SIG_ERR {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    set_disposition(sig, libc::SIG_IGN)
 }
 
 /// Closes every descriptor from 3 up except those in `keep`. The caller
