@@ -349,7 +349,7 @@ fn measure_floor(cfg: &Config, handler: &[&str]) -> (Vec<f64>, f64) {
     let envp = sys::CArgs::new(skd::chain::Env::from_process().to_c());
     let actions = sys::FileActions::stdin_stdout(null.as_raw_fd()).unwrap();
     let attr = sys::SpawnAttr::new(&sys::SigSet::of(&[libc::SIGPIPE])).unwrap();
-    let spawn = || sys::spawn(&path, false, &actions, &attr, argv.as_ptr(), envp.as_ptr()).unwrap();
+    let spawn = || sys::spawn(&path, false, &actions, &attr, &argv, &envp).unwrap();
     let mut running = std::collections::HashMap::new();
     let mut lat = Vec::new();
     let start = Instant::now();

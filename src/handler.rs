@@ -20,16 +20,12 @@ pub struct Handler {
     /// The programs to exec, tried in order: one path, or every $PATH
     /// candidate when the program was not found at start-up.
     paths: Vec<CString>,
-    path_ptrs: Vec<*const libc::c_char>,
     /// Every $PATH candidate, while `paths` holds just the one found at
     /// start-up: searched again if that one disappears.
     candidates: Option<Vec<CString>>,
     argv: sys::CArgs,
-    /// Owns the strings `envp` points into.
-    _base_env: Vec<CString>,
-    /// The base environment's pointers, then per-spawn slots and a NULL.
-    envp: Vec<*const libc::c_char>,
-    base_len: usize,
+    /// The environment every handler gets, before its own variables.
+    base_env: Vec<CString>,
     spawner: sys::Spawner,
 }
 
@@ -64,17 +60,12 @@ impl Handler {
         let mut defaults = touched.to_vec();
         defaults.push(libc::SIGPIPE);
         defaults.extend(sys::GLIBC_INTERNAL_SIGNALS);
-        let base_env = env.to_c();
-        let envp: Vec<_> = base_env.iter().map(|s| s.as_ptr()).collect();
         Ok(Handler {
             name: program.to_string_lossy().into_owned(),
-            path_ptrs: paths.iter().map(|p| p.as_ptr()).collect(),
             paths,
             candidates,
             argv: sys::CArgs::new(c_argv),
-            base_len: envp.len(),
-            envp,
-            _base_env: base_env,
+            base_env: env.to_c(),
             spawner: sys::Spawner::new(&defaults),
         })
     }
@@ -87,10 +78,7 @@ impl Handler {
     /// Starts the handler with `fd` as its stdin and stdout and `vars`
     /// added to its environment; returns its pid.
     pub fn spawn(&mut self, fd: RawFd, vars: &[CString]) -> io::Result<i32> {
-        self.envp.truncate(self.base_len);
-        self.envp.extend(vars.iter().map(|v| v.as_ptr()));
-        self.envp.push(std::ptr::null());
-        let result = self.spawn_now(fd);
+        let result = self.spawn_now(fd, vars);
         if result
             .as_ref()
             .is_err_and(|e| e.raw_os_error() == Some(libc::ENOENT))
@@ -98,9 +86,8 @@ impl Handler {
         {
             // The program found in $PATH at start-up is gone: search again,
             // now and from now on, as execvp would.
-            self.path_ptrs = all.iter().map(|p| p.as_ptr()).collect();
             self.paths = all;
-            return self.spawn_now(fd);
+            return self.spawn_now(fd, vars);
         }
         result
     }
@@ -111,9 +98,9 @@ impl Handler {
         self.spawn(-1, &[])
     }
 
-    fn spawn_now(&mut self, fd: RawFd) -> io::Result<i32> {
-        self.spawner
-            .spawn(&self.path_ptrs, self.argv.as_ptr(), self.envp.as_ptr(), fd)
+    fn spawn_now(&mut self, fd: RawFd, vars: &[CString]) -> io::Result<i32> {
+        let env = [self.base_env.as_slice(), vars];
+        self.spawner.spawn(&self.paths, &self.argv, &env, fd)
     }
 }
 

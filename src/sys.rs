@@ -682,8 +682,8 @@ pub fn spawn(
     search: bool,
     actions: &FileActions,
     attr: &SpawnAttr,
-    argv: *const *const libc::c_char,
-    envp: *const *const libc::c_char,
+    argv: &CArgs,
+    envp: &CArgs,
 ) -> io::Result<i32> {
     let mut pid: libc::pid_t = 0;
     let call = if search {
@@ -692,17 +692,16 @@ pub fn spawn(
         libc::posix_spawn
     };
     // SAFETY: path is NUL-terminated; actions and attr are initialised;
-    // argv and envp are NULL-terminated arrays of NUL-terminated strings
-    // that the caller keeps alive for the call (posix_spawn copies nothing
-    // after it returns).
+    // argv and envp are NULL-terminated arrays of NUL-terminated strings,
+    // borrowed for the call (posix_spawn keeps nothing after it returns).
     check(unsafe {
         call(
             &mut pid,
             path.as_ptr(),
             &actions.0,
             &attr.0,
-            argv as *const *mut libc::c_char,
-            envp as *const *mut libc::c_char,
+            argv.as_ptr() as *const *mut libc::c_char,
+            envp.as_ptr() as *const *mut libc::c_char,
         )
     })?;
     Ok(pid)
@@ -1064,6 +1063,9 @@ extern "C" fn spawned_child(plan: *mut libc::c_void) -> libc::c_int {
 pub struct Spawner {
     stack: Vec<u8>,
     defaults: Vec<libc::c_int>,
+    /// Scratch pointer arrays, refilled at each spawn without allocating.
+    path_ptrs: Vec<*const libc::c_char>,
+    envp: Vec<*const libc::c_char>,
 }
 
 impl Spawner {
@@ -1073,25 +1075,34 @@ impl Spawner {
         Spawner {
             stack: vec![0; 64 * 1024],
             defaults: defaults.to_vec(),
+            path_ptrs: Vec::new(),
+            envp: Vec::new(),
         }
     }
 
     /// Starts a child that execs the first of `paths` that can be run,
-    /// with `fd` (unless -1) on its stdin and stdout, an empty signal mask
-    /// and our `defaults` reset. Returns its pid; when no path could be
-    /// exec'd, reaps the child and returns the exec error.
+    /// with `argv`, the concatenation of `env` as its environment, `fd`
+    /// (unless -1) on its stdin and stdout, an empty signal mask and our
+    /// `defaults` reset. Returns its pid; when no path could be exec'd,
+    /// reaps the child and returns the exec error.
     pub fn spawn(
         &mut self,
-        paths: &[*const libc::c_char],
-        argv: *const *const libc::c_char,
-        envp: *const *const libc::c_char,
+        paths: &[CString],
+        argv: &CArgs,
+        env: &[&[CString]],
         fd: RawFd,
     ) -> io::Result<i32> {
+        self.path_ptrs.clear();
+        self.path_ptrs.extend(paths.iter().map(|p| p.as_ptr()));
+        self.envp.clear();
+        self.envp
+            .extend(env.iter().flat_map(|part| part.iter().map(|v| v.as_ptr())));
+        self.envp.push(ptr::null());
         let mut plan = ChildPlan {
-            paths: paths.as_ptr(),
-            paths_len: paths.len(),
-            argv,
-            envp,
+            paths: self.path_ptrs.as_ptr(),
+            paths_len: self.path_ptrs.len(),
+            argv: argv.as_ptr(),
+            envp: self.envp.as_ptr(),
             fd,
             defaults: self.defaults.as_ptr(),
             defaults_len: self.defaults.len(),
