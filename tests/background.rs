@@ -8,9 +8,7 @@ use std::io::{ErrorKind, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
-use std::process::{Child, Stdio};
-use std::sync::mpsc;
-use std::thread;
+use std::process::Stdio;
 
 use common::*;
 
@@ -29,20 +27,6 @@ fn background_server(dir: &TempDir, handler: &[&str]) -> (std::process::Output, 
         .unwrap_or_else(|| panic!("not a port line: {stdout:?}; stderr: {stderr}"));
     let daemon = Daemon(listener_pid(port));
     (out, daemon, port)
-}
-
-/// Waits (bounded) for a child we spawned to exit.
-fn wait_child(child: Child) -> std::process::Output {
-    let pid = child.id() as i32;
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || tx.send(child.wait_with_output()));
-    match rx.recv_timeout(TIMEOUT) {
-        Ok(out) => out.expect("wait"),
-        Err(_) => {
-            signal(pid, 9);
-            panic!("command did not finish within {TIMEOUT:?}");
-        }
-    }
 }
 
 fn one_line(stderr: &[u8]) -> String {
@@ -229,7 +213,7 @@ fn a_chain_killed_before_it_is_ready_is_reported() {
         cmdline.starts_with(SKD_BIND.as_bytes()) && state == 'S'
     });
     signal(bound, 9);
-    let out = wait_child(child);
+    let out = wait_output(child);
     drop(reader);
     assert_eq!(status(&out), Some(111));
     let err = one_line(&out.stderr);
@@ -295,7 +279,7 @@ fn the_daemon_is_a_session_leader_without_the_callers_terminal() {
     c.stdin(slave.try_clone().unwrap())
         .stdout(slave)
         .stderr(File::create(&stderr).unwrap());
-    let out = wait_child(c.spawn().unwrap());
+    let out = wait_output(c.spawn().unwrap());
     drop(c);
     assert_eq!(
         status(&out),
@@ -331,7 +315,7 @@ fn stdin_and_stdout_that_are_not_terminals_are_left_alone() {
     c.stdin(File::open(&input).unwrap())
         .stdout(File::create(&output).unwrap())
         .stderr(File::create(dir.path("stderr")).unwrap());
-    let out = wait_child(c.spawn().unwrap());
+    let out = wait_output(c.spawn().unwrap());
     drop(c);
     assert_eq!(status(&out), Some(0));
     let pid = pid_in(&pidfile);
@@ -373,7 +357,7 @@ fn the_readiness_descriptor_does_not_reach_a_final_program() {
     c.stdin(Stdio::null())
         .stdout(File::create(&report).unwrap())
         .stderr(File::create(dir.path("stderr")).unwrap());
-    let out = wait_child(c.spawn().unwrap());
+    let out = wait_output(c.spawn().unwrap());
     drop(c);
     assert_eq!(status(&out), Some(0));
     wait_until("the report", || {

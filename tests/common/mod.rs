@@ -34,7 +34,12 @@ pub fn run(mut c: Command) -> Output {
     c.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let child = c.spawn().expect("spawn");
+    wait_output(c.spawn().expect("spawn"))
+}
+
+/// Waits for a spawned child and collects its output, killing it after
+/// `TIMEOUT`.
+pub fn wait_output(child: Child) -> Output {
     let pid = child.id() as i32;
     let (tx, rx) = mpsc::channel();
     thread::spawn(move || tx.send(child.wait_with_output()));
