@@ -78,6 +78,8 @@ struct Sample {
     /// The serving process's own CPU time per connection (children
     /// excluded), in microseconds.
     cpu_us_per_conn: f64,
+    /// The share of the machine's CPU time (all cores) that was busy.
+    busy: f64,
 }
 
 fn main() {
@@ -306,6 +308,29 @@ fn cpu_us(pid: i32) -> f64 {
     ns as f64 / 1000.0
 }
 
+/// The machine's (busy, total) CPU time so far, in clock ticks, over all
+/// cores, from the first line of /proc/stat.
+fn machine_ticks() -> (u64, u64) {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let ticks: Vec<u64> = stat
+        .lines()
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|t| t.parse().ok())
+        .collect();
+    let total: u64 = ticks.iter().take(8).sum();
+    // idle and iowait
+    let idle = ticks.get(3).unwrap_or(&0) + ticks.get(4).unwrap_or(&0);
+    (total - idle, total)
+}
+
+fn busy_since(before: (u64, u64)) -> f64 {
+    let now = machine_ticks();
+    (now.0 - before.0) as f64 / (now.1 - before.1).max(1) as f64
+}
+
 fn one_connection(target: &Target) -> bool {
     let mut buf = [0u8; 256];
     match target {
@@ -371,9 +396,10 @@ fn measure_floor(cfg: &Config, handler: &[&str]) -> (Vec<f64>, f64) {
 
 /// Drives one target for the configured time; returns the sample.
 fn measure(cfg: &Config, server: &Server, handler: &[&str]) -> Sample {
+    let ticks = machine_ticks();
     if matches!(server.target, Target::Floor) {
         let (mut lat, elapsed) = measure_floor(cfg, handler);
-        return summarize(&mut lat, elapsed, f64::NAN);
+        return summarize(&mut lat, elapsed, f64::NAN, busy_since(ticks));
     }
     let stop = Arc::new(AtomicBool::new(false));
     let cpu_before = server.pid().map(cpu_us);
@@ -407,6 +433,7 @@ fn measure(cfg: &Config, server: &Server, handler: &[&str]) -> Sample {
         failures += f;
     }
     let elapsed = start.elapsed().as_secs_f64();
+    let busy = busy_since(ticks);
     if failures > 0 {
         eprintln!("{}: {failures} failed connections", server.name);
     }
@@ -416,16 +443,17 @@ fn measure(cfg: &Config, server: &Server, handler: &[&str]) -> Sample {
     };
     // Let the last handlers finish before the next server's turn.
     thread::sleep(Duration::from_millis(200));
-    summarize(&mut lat, elapsed, cpu)
+    summarize(&mut lat, elapsed, cpu, busy)
 }
 
-fn summarize(lat: &mut [f64], elapsed: f64, cpu: f64) -> Sample {
+fn summarize(lat: &mut [f64], elapsed: f64, cpu: f64, busy: f64) -> Sample {
     lat.sort_by(|a, b| a.partial_cmp(b).unwrap());
     Sample {
         conns_per_sec: lat.len() as f64 / elapsed,
         p50_us: percentile(lat, 0.50),
         p99_us: percentile(lat, 0.99),
         cpu_us_per_conn: cpu,
+        busy,
     }
 }
 
@@ -457,9 +485,9 @@ fn report(cfg: &Config, servers: &[Server], peer: &str, handler: &[&str]) {
         .iter()
         .position(|s| matches!(s.target, Target::Floor));
     println!(
-        "| server | conn/s | p50 ms | p99 ms | server CPU µs/conn | idle RSS KiB | × {peer} (conn/s) | × floor (conn/s) | × {peer} (CPU/conn) |"
+        "| server | conn/s | p50 ms | p99 ms | server CPU µs/conn | idle RSS KiB | machine busy % | × {peer} (conn/s) | × floor (conn/s) | × {peer} (CPU/conn) |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for (i, s) in servers.iter().enumerate() {
         let col = |f: fn(&Sample) -> f64| median(samples[i].iter().map(f).collect());
         let ratio = |j: Option<usize>, f: fn(&Sample) -> f64| match j {
@@ -480,7 +508,7 @@ fn report(cfg: &Config, servers: &[Server], peer: &str, handler: &[&str]) {
             }
         };
         println!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             s.name,
             fmt(col(|x| x.conns_per_sec), 0),
             fmt(col(|x| x.p50_us) / 1000.0, 2),
@@ -491,6 +519,7 @@ fn report(cfg: &Config, servers: &[Server], peer: &str, handler: &[&str]) {
             } else {
                 "–".into()
             },
+            fmt(col(|x| x.busy) * 100.0, 0),
             fmt(ratio(peer_index, |x| x.conns_per_sec), 2),
             fmt(ratio(floor_index, |x| x.conns_per_sec), 2),
             fmt(ratio(peer_index, |x| x.cpu_us_per_conn), 2),

@@ -221,6 +221,9 @@ impl Server {
             if !self.children.remove(&pid) {
                 continue;
             }
+            if let Some(e) = self.handler.exec_error(pid) {
+                self.spawn_failed(&e);
+            }
             // A process slot (and maybe descriptors, system-wide) is free:
             // end any pause at once rather than on the timer.
             self.paused_until = None;
@@ -323,7 +326,7 @@ impl Server {
                 Err(_) => from.push_str("local connection"),
             },
         }
-        match self.handler.spawn(conn.as_raw_fd(), &vars) {
+        match self.handler.start(conn.as_raw_fd(), vars) {
             Ok(pid) => {
                 self.children.insert(pid);
                 if self.spawn_failures > 0 {

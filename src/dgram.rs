@@ -337,7 +337,7 @@ impl Server {
         // one gets it blocking, as a program reading its stdin expects.
         sys::set_nonblocking(self.socket.as_fd(), false)
             .map_err(|e| Error::sys("put the socket in blocking mode", &e))?;
-        match self.handler.spawn(self.socket.as_raw_fd(), &[]) {
+        match self.handler.spawn(self.socket.as_raw_fd(), Vec::new()) {
             Ok(pid) => {
                 if self.verbose {
                     error::info(

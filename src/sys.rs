@@ -3,12 +3,14 @@
 //! hands back `OwnedFd`, and every descriptor it creates is close-on-exec
 //! from birth.
 
+use std::cell::{Cell, UnsafeCell};
 use std::ffi::{CStr, CString};
 use std::io;
 use std::mem::{MaybeUninit, size_of, zeroed};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::ptr;
+use std::sync::atomic::{AtomicI32, Ordering};
 
 /// Turns libc's `-1` + errno convention into `io::Result`.
 fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {
@@ -978,138 +980,322 @@ pub fn localtime(secs: i64) -> io::Result<LocalTime> {
 }
 
 // ---------------------------------------------------------------- fast spawn
+//
+// A server that waits, at each connection, until its handler has exec'd
+// (vfork, posix_spawn) accepts nothing meanwhile: on a small machine that
+// idles the CPU while clients wait. `Spawner` lets the child exec on its
+// own: it starts the child in our memory (CLONE_VM: no copy of our page
+// tables, like vfork) but does not suspend us (no CLONE_VFORK). Each child
+// gets a slot of its own (a stack, its environment) that we leave alone
+// until the kernel tells us, by zeroing the slot's `running` word
+// (CLONE_CHILD_CLEARTID), that the child has exec'd or exited. The child
+// runs beside us in our memory, so it makes its system calls without the C
+// library: a libc wrapper would write errno, which is our thread's.
 
-/// What the child of `Spawner::spawn` needs, prepared by the parent: the
-/// child runs in the parent's memory and may only read this and make raw
-/// system calls.
-struct ChildPlan {
-    /// Programs to try in turn (one, unless $PATH is searched), as
-    /// NUL-terminated strings.
-    paths: *const *const libc::c_char,
-    paths_len: usize,
-    argv: *const *const libc::c_char,
-    envp: *const *const libc::c_char,
+/// How many children may be between clone and exec at once; one more
+/// waits for a slot (an exec takes well under a millisecond).
+const SLOTS: usize = 8;
+/// Each child's stack: it needs a few hundred bytes; only touched pages
+/// become resident.
+const STACK: usize = 64 * 1024;
+
+/// A system call made without the C library: returns `-errno` on failure
+/// and touches no memory but what the call itself reads or writes.
+///
+/// # Safety
+/// The arguments must be valid for the system call `nr`.
+#[cfg(target_arch = "x86_64")]
+unsafe fn raw_syscall(nr: libc::c_long, a: usize, b: usize, c: usize, d: usize) -> isize {
+    let ret: isize;
+    // SAFETY: the caller passes a valid call; the x86-64 system call
+    // convention clobbers only rcx and r11, and the asm may read and write
+    // memory (the default), as execve and rt_sigaction do.
+    unsafe {
+        std::arch::asm!(
+            "syscall",
+            inlateout("rax") nr as isize => ret,
+            in("rdi") a,
+            in("rsi") b,
+            in("rdx") c,
+            in("r10") d,
+            lateout("rcx") _,
+            lateout("r11") _,
+            options(nostack),
+        );
+    }
+    ret
+}
+
+/// # Safety
+/// As on x86-64.
+#[cfg(target_arch = "aarch64")]
+unsafe fn raw_syscall(nr: libc::c_long, a: usize, b: usize, c: usize, d: usize) -> isize {
+    let ret: isize;
+    // SAFETY: the caller passes a valid call; the aarch64 convention
+    // returns in x0 and clobbers nothing else we use.
+    unsafe {
+        std::arch::asm!(
+            "svc 0",
+            in("x8") nr,
+            inlateout("x0") a as isize => ret,
+            in("x1") b,
+            in("x2") c,
+            in("x3") d,
+            options(nostack),
+        );
+    }
+    ret
+}
+
+/// Elsewhere: the C library's `syscall`, whose errno write is harmless
+/// because `SUSPEND` then keeps us waiting until the child is gone.
+///
+/// # Safety
+/// As on x86-64.
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+unsafe fn raw_syscall(nr: libc::c_long, a: usize, b: usize, c: usize, d: usize) -> isize {
+    // SAFETY: the caller passes a valid call.
+    match unsafe { libc::syscall(nr, a, b, c, d) } {
+        -1 => {
+            -(io::Error::last_os_error()
+                .raw_os_error()
+                .unwrap_or(libc::EIO) as isize)
+        }
+        ret => ret as isize,
+    }
+}
+
+/// Where the child can make errno-free system calls, we run on while it
+/// execs; elsewhere we wait for it, as vfork does.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+const SUSPEND: libc::c_int = 0;
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+const SUSPEND: libc::c_int = libc::CLONE_VFORK;
+
+/// What every child of a `Spawner` execs, prepared once and never changed.
+struct Program {
+    /// Programs to try in turn (one, unless $PATH is searched).
+    _paths: Vec<CString>,
+    path_ptrs: Vec<*const libc::c_char>,
+    argv: CArgs,
+    /// The environment every child gets, before its own variables.
+    _base_env: Vec<CString>,
+    base_env_ptrs: Vec<*const libc::c_char>,
+    /// Signals to put back at their default disposition.
+    defaults: Vec<libc::c_int>,
+}
+
+/// What one child reads between clone and exec, written by us only while
+/// no child uses the slot.
+struct Setup {
+    program: *const Program,
     /// Put on the child's stdin and stdout; -1: leave both alone.
     fd: libc::c_int,
-    /// Signals to put back at their default disposition.
-    defaults: *const libc::c_int,
-    defaults_len: usize,
+    envp: Vec<*const libc::c_char>,
+    /// The child's own variables, which `envp` points into.
+    vars: Vec<CString>,
+}
+
+struct Slot {
+    /// Non-zero from before the clone until the child has exec'd or
+    /// exited, when the kernel zeroes it and wakes futex waiters.
+    running: AtomicI32,
     /// Written by the child when it cannot exec: the errno value.
-    error: libc::c_int,
+    error: AtomicI32,
+    /// The child, until its outcome is collected (0: none).
+    pid: Cell<i32>,
+    setup: UnsafeCell<Setup>,
 }
 
 /// The child's side: descriptors, signals, exec. Nothing here allocates,
-/// locks or unwinds.
-extern "C" fn spawned_child(plan: *mut libc::c_void) -> libc::c_int {
-    // SAFETY: `plan` is the ChildPlan the parent passed to clone; the
-    // parent is suspended (CLONE_VFORK) until we exec or exit, so nothing
-    // changes it meanwhile. Every pointer in it is valid and NUL-terminated
-    // (see `Spawner::spawn`). The calls are plain system call wrappers; the
-    // errno they set is the parent's (shared memory, shared TLS), which the
-    // suspended parent does not read until we are gone.
+/// locks, unwinds or touches errno.
+extern "C" fn spawned_child(slot: *mut libc::c_void) -> libc::c_int {
+    // SAFETY: `slot` is the Slot the parent passed to clone; the parent
+    // leaves its `setup` and the Program it points to alone until the kernel
+    // zeroes `running`, which happens at our exec or exit. Every pointer in
+    // them is valid and NUL-terminated (see `Spawner::start`). The child
+    // writes only the atomic `error`.
     unsafe {
-        let plan = &mut *(plan as *mut ChildPlan);
-        if plan.fd >= 0 && (libc::dup2(plan.fd, 0) < 0 || libc::dup2(plan.fd, 1) < 0) {
-            plan.error = *libc::__errno_location();
-            libc::_exit(127);
+        let slot = &*(slot as *const Slot);
+        let setup = &*slot.setup.get();
+        let program = &*setup.program;
+        let fd = setup.fd;
+        if fd >= 0 {
+            for target in [0, 1] {
+                let ret = if fd == target {
+                    raw_syscall(libc::SYS_fcntl, fd as usize, libc::F_SETFD as usize, 0, 0)
+                } else {
+                    raw_syscall(libc::SYS_dup3, fd as usize, target as usize, 0, 0)
+                };
+                if ret < 0 {
+                    slot.error.store(-ret as i32, Ordering::Relaxed);
+                    child_exit();
+                }
+            }
         }
         // A kernel sigaction of all zeroes is SIG_DFL with no flags, whatever
         // the architecture's field order; the raw call also reaches the two
         // signals glibc reserves, which its sigaction refuses.
         let default = [0u64; 4];
-        for i in 0..plan.defaults_len {
-            let sig = *plan.defaults.add(i);
-            libc::syscall(
+        for &sig in &program.defaults {
+            raw_syscall(
                 libc::SYS_rt_sigaction,
-                sig,
-                default.as_ptr(),
-                0usize,
-                8usize,
+                sig as usize,
+                default.as_ptr() as usize,
+                0,
+                8,
             );
         }
-        let empty = [0u64; 1];
-        libc::syscall(
+        let empty = 0u64;
+        raw_syscall(
             libc::SYS_rt_sigprocmask,
-            libc::SIG_SETMASK,
-            empty.as_ptr(),
-            0usize,
-            8usize,
+            libc::SIG_SETMASK as usize,
+            &empty as *const u64 as usize,
+            0,
+            8,
         );
         let mut error = libc::ENOENT;
-        for i in 0..plan.paths_len {
-            libc::execve(*plan.paths.add(i), plan.argv, plan.envp);
-            let e = *libc::__errno_location();
+        for &path in &program.path_ptrs {
+            let ret = raw_syscall(
+                libc::SYS_execve,
+                path as usize,
+                program.argv.as_ptr() as usize,
+                setup.envp.as_ptr() as usize,
+                0,
+            );
             // As execvp: a file that is not there lets the search go on; a
             // file found but not executable is remembered.
-            match e {
+            match -ret as i32 {
                 libc::ENOENT | libc::ENOTDIR => {}
-                libc::EACCES => error = e,
-                _ => {
+                libc::EACCES => error = libc::EACCES,
+                e => {
                     error = e;
                     break;
                 }
             }
         }
-        plan.error = error;
-        libc::_exit(127)
+        slot.error.store(error, Ordering::Relaxed);
+        child_exit()
+    }
+}
+
+/// Ends the child with status 127 (the program could not be run).
+fn child_exit() -> ! {
+    loop {
+        // SAFETY: exit_group takes a status and does not return.
+        unsafe { raw_syscall(libc::SYS_exit_group, 127, 0, 0, 0) };
+    }
+}
+
+/// The children's stacks: one anonymous mapping, a `STACK` per slot.
+struct Stacks(*mut libc::c_void);
+
+impl Stacks {
+    fn new() -> io::Result<Stacks> {
+        // SAFETY: a fresh anonymous mapping; nothing else refers to it.
+        let base = unsafe {
+            libc::mmap(
+                ptr::null_mut(),
+                SLOTS * STACK,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK,
+                -1,
+                0,
+            )
+        };
+        if base == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Stacks(base))
+    }
+
+    /// The top of slot `i`'s stack (stacks grow down; page aligned).
+    fn top(&self, i: usize) -> *mut libc::c_void {
+        (self.0 as usize + (i + 1) * STACK) as *mut libc::c_void
+    }
+}
+
+impl Drop for Stacks {
+    fn drop(&mut self) {
+        // SAFETY: the mapping is ours; `Spawner::drop` has waited until no
+        // child runs on it.
+        unsafe { libc::munmap(self.0, SLOTS * STACK) };
     }
 }
 
 /// Starts child processes the way glibc's posix_spawn does (a clone that
-/// shares our memory and suspends us until the child has exec'd: no copy
-/// of page tables), but with less work in the child: only the signals we
-/// name are reset, where glibc's child makes a sigaction call for each of
-/// the 64 signals, and the child's stack is allocated once.
+/// shares our memory: no copy of page tables), with less work: the child
+/// resets only the signals we name, where glibc's makes a sigaction call
+/// for each of the 64, and we do not wait for its exec (see above).
 pub struct Spawner {
-    stack: Vec<u8>,
-    defaults: Vec<libc::c_int>,
-    /// Scratch pointer arrays, refilled at each spawn without allocating.
-    path_ptrs: Vec<*const libc::c_char>,
-    envp: Vec<*const libc::c_char>,
+    program: Box<Program>,
+    slots: Box<[Slot]>,
+    stacks: Stacks,
+    /// Where the search for a free slot starts.
+    next: usize,
+    /// Children that could not exec whose slot was reused before
+    /// `exec_error` asked about them: (pid, errno).
+    failed: Vec<(i32, i32)>,
 }
 
 impl Spawner {
-    /// `defaults`: the signals the child must find at their default
+    /// A spawner of children that exec the first of `paths` that can be
+    /// run, with `argv` and `base_env` (plus each child's own variables).
+    /// `defaults`: the signals the children must find at their default
     /// disposition (any signal number, glibc's reserved ones included).
-    pub fn new(defaults: &[i32]) -> Spawner {
-        Spawner {
-            stack: vec![0; 64 * 1024],
+    pub fn new(
+        paths: Vec<CString>,
+        argv: Vec<CString>,
+        base_env: Vec<CString>,
+        defaults: &[i32],
+    ) -> io::Result<Spawner> {
+        let program = Box::new(Program {
+            path_ptrs: paths.iter().map(|p| p.as_ptr()).collect(),
+            _paths: paths,
+            argv: CArgs::new(argv),
+            base_env_ptrs: base_env.iter().map(|v| v.as_ptr()).collect(),
+            _base_env: base_env,
             defaults: defaults.to_vec(),
-            path_ptrs: Vec::new(),
-            envp: Vec::new(),
-        }
+        });
+        let slots = (0..SLOTS)
+            .map(|_| Slot {
+                running: AtomicI32::new(0),
+                error: AtomicI32::new(0),
+                pid: Cell::new(0),
+                setup: UnsafeCell::new(Setup {
+                    program: &*program,
+                    fd: -1,
+                    envp: Vec::new(),
+                    vars: Vec::new(),
+                }),
+            })
+            .collect();
+        Ok(Spawner {
+            program,
+            slots,
+            stacks: Stacks::new()?,
+            next: 0,
+            failed: Vec::new(),
+        })
     }
 
-    /// Starts a child that execs the first of `paths` that can be run,
-    /// with `argv`, the concatenation of `env` as its environment, `fd`
-    /// (unless -1) on its stdin and stdout, an empty signal mask and our
-    /// `defaults` reset. Returns its pid; when no path could be exec'd,
-    /// reaps the child and returns the exec error.
-    pub fn spawn(
-        &mut self,
-        paths: &[CString],
-        argv: &CArgs,
-        env: &[&[CString]],
-        fd: RawFd,
-    ) -> io::Result<i32> {
-        self.path_ptrs.clear();
-        self.path_ptrs.extend(paths.iter().map(|p| p.as_ptr()));
-        self.envp.clear();
-        self.envp
-            .extend(env.iter().flat_map(|part| part.iter().map(|v| v.as_ptr())));
-        self.envp.push(ptr::null());
-        let mut plan = ChildPlan {
-            paths: self.path_ptrs.as_ptr(),
-            paths_len: self.path_ptrs.len(),
-            argv: argv.as_ptr(),
-            envp: self.envp.as_ptr(),
-            fd,
-            defaults: self.defaults.as_ptr(),
-            defaults_len: self.defaults.len(),
-            error: 0,
-        };
-        // The stack grows down from its 16-byte aligned top.
-        let top = (self.stack.as_mut_ptr() as usize + self.stack.len()) & !15;
+    /// Starts a child with `fd` (unless -1) on its stdin and stdout, the
+    /// base environment plus `vars`, an empty signal mask and our defaults
+    /// reset. Returns its pid as soon as it exists: whether it could exec
+    /// is told by `wait_exec` or, once it is reaped, by `exec_error`.
+    pub fn start(&mut self, fd: RawFd, vars: Vec<CString>) -> io::Result<i32> {
+        let i = self.free_slot();
+        let slot = &self.slots[i];
+        // SAFETY: the slot is free: its last child has exec'd or exited and
+        // no other reference to its setup exists.
+        let setup = unsafe { &mut *slot.setup.get() };
+        setup.fd = fd;
+        setup.vars = vars;
+        setup.envp.clear();
+        setup.envp.extend(&self.program.base_env_ptrs);
+        setup.envp.extend(setup.vars.iter().map(|v| v.as_ptr()));
+        setup.envp.push(ptr::null());
+        slot.running.store(1, Ordering::Relaxed);
         // Block every signal around the clone, as glibc does: no handler of
         // ours may run in the child, on our memory, before it has reset
         // them.
@@ -1120,32 +1306,149 @@ impl Spawner {
             libc::sigfillset(all.as_mut_ptr());
             libc::pthread_sigmask(libc::SIG_SETMASK, all.as_ptr(), old.as_mut_ptr());
         }
-        // SAFETY: `spawned_child` only reads `plan` and makes system calls;
-        // `top` is the aligned top of a stack we own, unused by anything
-        // else while the child runs on it; CLONE_VFORK suspends us until the
-        // child has exec'd or exited, so `plan`, the stack and every string
-        // the pointers lead to outlive its use of them.
+        // SAFETY: `spawned_child` only reads the slot and the program and
+        // makes raw system calls; the stack top is that of the slot's own
+        // stack, which no other child uses; we leave the slot, the program
+        // and the stack alone until the kernel zeroes `running` (our
+        // `Drop` waits for that too).
         let pid = unsafe {
             libc::clone(
                 spawned_child,
-                top as *mut libc::c_void,
-                libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
-                &mut plan as *mut ChildPlan as *mut libc::c_void,
+                self.stacks.top(i),
+                libc::CLONE_VM | libc::CLONE_CHILD_CLEARTID | SUSPEND | libc::SIGCHLD,
+                slot as *const Slot as *mut libc::c_void,
+                ptr::null_mut::<libc::pid_t>(),
+                ptr::null_mut::<libc::c_void>(),
+                slot.running.as_ptr(),
             )
         };
         let clone_error = io::Error::last_os_error();
         // SAFETY: `old` was filled by the call above.
         unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, old.as_ptr(), ptr::null_mut()) };
         if pid < 0 {
+            slot.running.store(0, Ordering::Relaxed);
             return Err(clone_error);
         }
-        // SAFETY: the child has exec'd or exited (CLONE_VFORK); a volatile
-        // read because it wrote `plan` behind the compiler's back.
-        let error = unsafe { ptr::read_volatile(&plan.error) };
-        if error != 0 {
-            let _ = wait(pid);
-            return Err(io::Error::from_raw_os_error(error));
-        }
+        slot.pid.set(pid);
         Ok(pid)
     }
+
+    /// Waits until child `pid`, just started, has exec'd. If it could not,
+    /// reaps it and returns the exec error.
+    pub fn wait_exec(&mut self, pid: i32) -> io::Result<()> {
+        match self.outcome(pid) {
+            Some(e) => {
+                let _ = wait(pid);
+                Err(e)
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// For a child that has ended: the error that kept it from exec'ing,
+    /// if that is why it ended.
+    pub fn exec_error(&mut self, pid: i32) -> Option<io::Error> {
+        if let Some(e) = self.outcome(pid) {
+            return Some(e);
+        }
+        let k = self.failed.iter().position(|&(p, _)| p == pid)?;
+        Some(io::Error::from_raw_os_error(self.failed.swap_remove(k).1))
+    }
+
+    /// Waits until child `pid`'s slot is free and collects its exec error.
+    fn outcome(&mut self, pid: i32) -> Option<io::Error> {
+        let slot = self.slots.iter().find(|s| s.pid.get() == pid)?;
+        wait_slot(slot);
+        slot.pid.set(0);
+        match slot.error.swap(0, Ordering::Acquire) {
+            0 => None,
+            e => Some(io::Error::from_raw_os_error(e)),
+        }
+    }
+
+    /// A slot whose child has exec'd or exited, waiting for one if need
+    /// be. An exec error nobody has asked about yet is filed in `failed`.
+    fn free_slot(&mut self) -> usize {
+        loop {
+            let free = (0..SLOTS)
+                .map(|k| (self.next + k) % SLOTS)
+                .find(|&i| self.slots[i].running.load(Ordering::Acquire) == 0);
+            if let Some(i) = free {
+                let slot = &self.slots[i];
+                match slot.error.swap(0, Ordering::Acquire) {
+                    0 => {}
+                    e => self.failed.push((slot.pid.get(), e)),
+                }
+                slot.pid.set(0);
+                self.next = (i + 1) % SLOTS;
+                return i;
+            }
+            wait_slot(&self.slots[self.next]);
+        }
+    }
+}
+
+impl Drop for Spawner {
+    fn drop(&mut self) {
+        // The stacks and the slots must outlive every child still on its
+        // way to exec.
+        for slot in self.slots.iter() {
+            wait_slot(slot);
+        }
+    }
+}
+
+/// Waits until the slot's child has exec'd or exited.
+fn wait_slot(slot: &Slot) {
+    while slot.running.load(Ordering::Acquire) != 0 {
+        // The kernel zeroes the word before the child becomes a zombie, so
+        // a child found ended will not write it again; one that dumped core
+        // before its exec never zeroed it at all.
+        if has_exited(slot.pid.get()) {
+            slot.running.store(0, Ordering::Release);
+            return;
+        }
+        futex_wait(&slot.running, 1, std::time::Duration::from_millis(10));
+    }
+}
+
+/// Sleeps while `word` holds `expected`, until woken or `timeout` passes.
+fn futex_wait(word: &AtomicI32, expected: i32, timeout: std::time::Duration) {
+    let ts = libc::timespec {
+        tv_sec: timeout.as_secs() as libc::time_t,
+        tv_nsec: timeout.subsec_nanos() as libc::c_long,
+    };
+    // SAFETY: `word` is a valid, aligned 32-bit integer and `ts` a valid
+    // timespec for the duration of the call. Not FUTEX_PRIVATE: the kernel's
+    // wake-up for CLONE_CHILD_CLEARTID is a shared one.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAIT,
+            expected,
+            &ts as *const libc::timespec,
+        )
+    };
+}
+
+/// Whether child `pid` has ended (or was reaped already), without reaping it.
+fn has_exited(pid: i32) -> bool {
+    // SAFETY: siginfo_t is plain old data; all-zero is a valid value.
+    let mut info: libc::siginfo_t = unsafe { zeroed() };
+    // SAFETY: `info` is valid and writable; WNOWAIT leaves the child
+    // unreaped.
+    let ret = unsafe {
+        libc::waitid(
+            libc::P_PID,
+            pid as libc::id_t,
+            &mut info,
+            libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+        )
+    };
+    if ret < 0 {
+        return io::Error::last_os_error().raw_os_error() == Some(libc::ECHILD);
+    }
+    // SAFETY: waitid filled `info` (si_pid stays 0 if no child changed).
+    unsafe { info.si_pid() != 0 }
 }

@@ -520,3 +520,52 @@ fn a_handler_installed_after_start_is_found() {
     std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o755)).unwrap();
     assert_eq!(tcp_exchange(port, b""), b"late\n");
 }
+
+#[test]
+fn each_of_many_concurrent_handlers_gets_its_own_connection_and_variables() {
+    // Handlers are started without waiting for each exec, several at once:
+    // every one must still get its own socket and its own TCPREMOTEPORT,
+    // never a neighbour's.
+    let srv = tcp_server("127.0.0.1:0", &[], &sh("echo $TCPREMOTEPORT $TCPLOCALPORT"));
+    let port = srv.port();
+    let clients: Vec<_> = (0..8)
+        .map(|_| {
+            thread::spawn(move || {
+                for _ in 0..40 {
+                    let mut s = connect(port);
+                    let me = s.local_addr().unwrap().port();
+                    let mut out = Vec::new();
+                    s.read_to_end(&mut out).unwrap();
+                    assert_eq!(String::from_utf8_lossy(&out), format!("{me} {port}\n"));
+                }
+            })
+        })
+        .collect();
+    for c in clients {
+        c.join().unwrap();
+    }
+    wait_until("every handler reaped", || children(srv.pid()).is_empty());
+}
+
+#[test]
+fn a_burst_of_handlers_that_cannot_be_run_is_reported_once_each() {
+    // More connections at once than handlers can be between start and
+    // exec: every failure is still reported, each once.
+    let srv = tcp_server("127.0.0.1:0", &[], &["/nonexistent/handler"]);
+    let port = srv.port();
+    let clients: Vec<_> = (0..40).map(|_| connect(port)).collect();
+    for mut c in clients {
+        let mut out = Vec::new();
+        c.read_to_end(&mut out).unwrap();
+        assert_eq!(out, b"");
+    }
+    srv.wait_stderr("40 warnings", |e| e.lines().count() >= 40);
+    thread::sleep(Duration::from_millis(100));
+    let err = srv.stderr();
+    assert_eq!(err.lines().count(), 40, "{err}");
+    assert!(
+        err.lines().all(|l| l
+            == "skd-accept: warning: unable to spawn /nonexistent/handler: No such file or directory"),
+        "{err}"
+    );
+}
