@@ -2,9 +2,10 @@
 //!
 //!     cargo bench --bench peers            # full run (several minutes)
 //!     cargo bench --bench peers -- --quick # under a minute
+//!     cargo bench --bench peers -- --only skd-bind  # one server, to profile
 //!
 //! Every server is started once; then, round by round, each is driven in
-//! turn (A B C A B C ...) by C concurrent clients for a fixed time, each
+//! turn (A B C, B C A, C A B, ...) by C concurrent clients for a fixed time, each
 //! connection read to end-of-file. Ratios are taken within a round, where
 //! all servers shared the same machine conditions, and reported as medians
 //! over the rounds. Peers come from Debian packages (ucspi-tcp-ipv6 for
@@ -32,6 +33,9 @@ const TRUE: &[&str] = &["/bin/true"];
 const ECHO: &[&str] = &["/bin/echo", "hello"];
 
 struct Config {
+    /// `--only NAME`: measure only the servers whose name contains NAME
+    /// (for profiling one of them; the ratios then show as –).
+    only: Option<String>,
     rounds: usize,
     seconds: f64,
     clients: usize,
@@ -83,9 +87,15 @@ struct Sample {
 }
 
 fn main() {
-    let quick = std::env::args().any(|a| a == "--quick");
+    let args: Vec<String> = std::env::args().collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    let only = args
+        .iter()
+        .position(|a| a == "--only")
+        .and_then(|i| args.get(i + 1).cloned());
     let cfg = if quick {
         Config {
+            only,
             rounds: 3,
             seconds: 1.0,
             clients: 4,
@@ -93,6 +103,7 @@ fn main() {
         }
     } else {
         Config {
+            only,
             rounds: 7,
             seconds: 3.0,
             clients: 4,
@@ -464,6 +475,11 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
+/// Per-round ratios of `f` between two servers' samples.
+fn ratios(a: &[Sample], b: &[Sample], f: fn(&Sample) -> f64) -> Vec<f64> {
+    a.iter().zip(b).map(|(x, y)| f(x) / f(y)).collect()
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.retain(|x| x.is_finite());
     if v.is_empty() {
@@ -474,10 +490,20 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn report(cfg: &Config, servers: &[Server], peer: &str, handler: &[&str]) {
+    let servers: Vec<&Server> = servers
+        .iter()
+        .filter(|s| {
+            cfg.only
+                .as_ref()
+                .is_none_or(|o| s.name.contains(o.as_str()))
+        })
+        .collect();
     let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); servers.len()];
-    for _ in 0..cfg.rounds {
-        for (i, s) in servers.iter().enumerate() {
-            samples[i].push(measure(cfg, s, handler));
+    // Round r starts with server r: no server always follows the same one.
+    for round in 0..cfg.rounds {
+        for k in 0..servers.len() {
+            let i = (round + k) % servers.len();
+            samples[i].push(measure(cfg, servers[i], handler));
         }
     }
     let peer_index = servers.iter().position(|s| s.name == peer);
@@ -491,13 +517,7 @@ fn report(cfg: &Config, servers: &[Server], peer: &str, handler: &[&str]) {
     for (i, s) in servers.iter().enumerate() {
         let col = |f: fn(&Sample) -> f64| median(samples[i].iter().map(f).collect());
         let ratio = |j: Option<usize>, f: fn(&Sample) -> f64| match j {
-            Some(j) => median(
-                samples[i]
-                    .iter()
-                    .zip(&samples[j])
-                    .map(|(a, b)| f(a) / f(b))
-                    .collect(),
-            ),
+            Some(j) => median(ratios(&samples[i], &samples[j], f)),
             None => f64::NAN,
         };
         let fmt = |x: f64, d: usize| {
@@ -523,6 +543,24 @@ fn report(cfg: &Config, servers: &[Server], peer: &str, handler: &[&str]) {
             fmt(ratio(peer_index, |x| x.conns_per_sec), 2),
             fmt(ratio(floor_index, |x| x.conns_per_sec), 2),
             fmt(ratio(peer_index, |x| x.cpu_us_per_conn), 2),
+        );
+    }
+    // The spread behind the medians: how far one round can stray.
+    if let Some(j) = floor_index {
+        let ranges: Vec<String> = servers
+            .iter()
+            .enumerate()
+            .filter(|&(i, _)| i != j)
+            .map(|(i, s)| {
+                let r = ratios(&samples[i], &samples[j], |x| x.conns_per_sec);
+                let lo = r.iter().copied().fold(f64::INFINITY, f64::min);
+                let hi = r.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                format!("{} {lo:.2} to {hi:.2}", s.name)
+            })
+            .collect();
+        println!(
+            "\n× floor (conn/s) round by round, lowest to highest: {}.",
+            ranges.join("; ")
         );
     }
     println!();
