@@ -222,7 +222,12 @@ impl Server {
                 continue;
             }
             if let Some(e) = self.handler.exec_error(pid) {
-                self.spawn_failed(&e);
+                // A missing or unusable program: one line per connection,
+                // as tcpserver and s6 do (the rate is the clients' rate).
+                // No pause: the process was started, so no shortage.
+                let name = self.handler.name();
+                let why = error::describe(&e);
+                error::warn(PROG, &format!("unable to spawn {name}: {why}"));
             }
             // A process slot (and maybe descriptors, system-wide) is free:
             // end any pause at once rather than on the timer.
@@ -367,8 +372,7 @@ impl Server {
                 self.spawn_failures += 1;
                 self.paused_until = Some(Instant::now() + PAUSE);
             }
-            // A missing or unusable program: one line per connection, as
-            // tcpserver and s6 do (the rate is the clients' rate).
+            // Anything else from clone: this connection only.
             _ => error::warn(PROG, &what),
         }
     }

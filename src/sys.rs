@@ -1187,7 +1187,9 @@ fn child_exit() -> ! {
     }
 }
 
-/// The children's stacks: one anonymous mapping, a `STACK` per slot.
+/// The children's stacks: one anonymous mapping, a `STACK` per slot, the
+/// lowest page of each made inaccessible so that an overflow faults
+/// instead of running into a neighbour's stack.
 struct Stacks(*mut libc::c_void);
 
 impl Stacks {
@@ -1206,7 +1208,14 @@ impl Stacks {
         if base == libc::MAP_FAILED {
             return Err(io::Error::last_os_error());
         }
-        Ok(Stacks(base))
+        let stacks = Stacks(base);
+        let page = page_size();
+        for i in 0..SLOTS {
+            let guard = (base as usize + i * STACK) as *mut libc::c_void;
+            // SAFETY: the page lies inside our mapping, unused yet.
+            cvt(unsafe { libc::mprotect(guard, page, libc::PROT_NONE) })?;
+        }
+        Ok(stacks)
     }
 
     /// The top of slot `i`'s stack (stacks grow down; page aligned).
@@ -1223,13 +1232,68 @@ impl Drop for Stacks {
     }
 }
 
+fn page_size() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    match unsafe { libc::sysconf(libc::_SC_PAGESIZE) } {
+        n if n > 0 => n as usize,
+        _ => 4096,
+    }
+}
+
+/// The size of the kernel's signal set, which its raw signal calls take:
+/// 64 signals, but 128 on MIPS.
+#[cfg(not(any(target_arch = "mips", target_arch = "mips64")))]
+const KERNEL_SIGSET: usize = 8;
+#[cfg(any(target_arch = "mips", target_arch = "mips64"))]
+const KERNEL_SIGSET: usize = 16;
+
+/// Sets the calling thread's signal mask with the raw call: glibc's
+/// wrappers quietly leave its two internal signals out of any set.
+fn raw_sigmask(set: &[u64; 2], old: Option<&mut [u64; 2]>) {
+    let old = old.map_or(ptr::null_mut(), |o| o.as_mut_ptr());
+    // SAFETY: both sets are 16 bytes, at least KERNEL_SIGSET; `old` is
+    // writable or null.
+    unsafe {
+        libc::syscall(
+            libc::SYS_rt_sigprocmask,
+            libc::SIG_SETMASK,
+            set.as_ptr(),
+            old,
+            KERNEL_SIGSET,
+        )
+    };
+}
+
+/// The signals that have a handler of ours now (glibc's two internal
+/// ones aside, which its sigaction does not report).
+fn caught_signals() -> Vec<libc::c_int> {
+    (1..=64)
+        .filter(|sig| !GLIBC_INTERNAL_SIGNALS.contains(sig))
+        .filter(|&sig| {
+            // SAFETY: sigaction is plain old data; all-zero is valid.
+            let mut old: libc::sigaction = unsafe { zeroed() };
+            // SAFETY: a query only (no new action); `old` is writable.
+            let ok = unsafe { libc::sigaction(sig, ptr::null(), &mut old) } == 0;
+            ok && old.sa_sigaction != libc::SIG_DFL && old.sa_sigaction != libc::SIG_IGN
+        })
+        .collect()
+}
+
+/// What the children read: the program and the slots, in one allocation
+/// that never moves and that only `Spawner::drop` frees.
+struct Shared {
+    program: Program,
+    slots: [Slot; SLOTS],
+}
+
 /// Starts child processes the way glibc's posix_spawn does (a clone that
 /// shares our memory: no copy of page tables), with less work: the child
-/// resets only the signals we name, where glibc's makes a sigaction call
-/// for each of the 64, and we do not wait for its exec (see above).
+/// resets only the signals that need it, where glibc's makes a sigaction
+/// call for each of the 64, and we do not wait for its exec (see above).
 pub struct Spawner {
-    program: Box<Program>,
-    slots: Box<[Slot]>,
+    /// From `Box::into_raw`: children read it through raw pointers while
+    /// we run, so we never hold it as a `Box` (which claims uniqueness).
+    shared: ptr::NonNull<Shared>,
     stacks: Stacks,
     /// Where the search for a free slot starts.
     next: usize,
@@ -1242,41 +1306,59 @@ impl Spawner {
     /// A spawner of children that exec the first of `paths` that can be
     /// run, with `argv` and `base_env` (plus each child's own variables).
     /// `defaults`: the signals the children must find at their default
-    /// disposition (any signal number, glibc's reserved ones included).
+    /// disposition (any signal number, glibc's reserved ones included);
+    /// every signal we catch now is added, so that no handler of ours can
+    /// run in a child before its exec.
     pub fn new(
         paths: Vec<CString>,
         argv: Vec<CString>,
         base_env: Vec<CString>,
         defaults: &[i32],
     ) -> io::Result<Spawner> {
-        let program = Box::new(Program {
+        let stacks = Stacks::new()?;
+        let mut defaults = defaults.to_vec();
+        defaults.extend(caught_signals());
+        defaults.sort_unstable();
+        defaults.dedup();
+        let program = Program {
             path_ptrs: paths.iter().map(|p| p.as_ptr()).collect(),
             _paths: paths,
             argv: CArgs::new(argv),
             base_env_ptrs: base_env.iter().map(|v| v.as_ptr()).collect(),
             _base_env: base_env,
-            defaults: defaults.to_vec(),
+            defaults,
+        };
+        let slots = std::array::from_fn(|_| Slot {
+            running: AtomicI32::new(0),
+            error: AtomicI32::new(0),
+            pid: Cell::new(0),
+            setup: UnsafeCell::new(Setup {
+                program: ptr::null(),
+                fd: -1,
+                envp: Vec::new(),
+                vars: Vec::new(),
+            }),
         });
-        let slots = (0..SLOTS)
-            .map(|_| Slot {
-                running: AtomicI32::new(0),
-                error: AtomicI32::new(0),
-                pid: Cell::new(0),
-                setup: UnsafeCell::new(Setup {
-                    program: &*program,
-                    fd: -1,
-                    envp: Vec::new(),
-                    vars: Vec::new(),
-                }),
-            })
-            .collect();
+        let shared = Box::into_raw(Box::new(Shared { program, slots }));
+        // SAFETY: just allocated, not null.
+        let shared = unsafe { ptr::NonNull::new_unchecked(shared) };
         Ok(Spawner {
-            program,
-            slots,
-            stacks: Stacks::new()?,
+            shared,
+            stacks,
             next: 0,
             failed: Vec::new(),
         })
+    }
+
+    fn shared(&self) -> &Shared {
+        // SAFETY: allocated in `new`, freed only in `drop`; only shared
+        // references to it are ever made (what changes is in atomics,
+        // Cells and the UnsafeCell of free slots).
+        unsafe { self.shared.as_ref() }
+    }
+
+    fn slot(&self, i: usize) -> &Slot {
+        &self.shared().slots[i]
     }
 
     /// Starts a child with `fd` (unless -1) on its stdin and stdout, the
@@ -1285,27 +1367,24 @@ impl Spawner {
     /// is told by `wait_exec` or, once it is reaped, by `exec_error`.
     pub fn start(&mut self, fd: RawFd, vars: Vec<CString>) -> io::Result<i32> {
         let i = self.free_slot();
-        let slot = &self.slots[i];
-        // SAFETY: the slot is free: its last child has exec'd or exited and
-        // no other reference to its setup exists.
+        let shared = self.shared();
+        let slot = &shared.slots[i];
+        // SAFETY: the slot is free: its last child has exec'd or exited,
+        // and no other reference to its setup exists.
         let setup = unsafe { &mut *slot.setup.get() };
+        setup.program = &shared.program;
         setup.fd = fd;
         setup.vars = vars;
         setup.envp.clear();
-        setup.envp.extend(&self.program.base_env_ptrs);
+        setup.envp.extend(&shared.program.base_env_ptrs);
         setup.envp.extend(setup.vars.iter().map(|v| v.as_ptr()));
         setup.envp.push(ptr::null());
         slot.running.store(1, Ordering::Relaxed);
-        // Block every signal around the clone, as glibc does: no handler of
-        // ours may run in the child, on our memory, before it has reset
-        // them.
-        let mut all = MaybeUninit::<libc::sigset_t>::uninit();
-        let mut old = MaybeUninit::<libc::sigset_t>::uninit();
-        // SAFETY: sigfillset initialises `all`; sigprocmask writes `old`.
-        unsafe {
-            libc::sigfillset(all.as_mut_ptr());
-            libc::pthread_sigmask(libc::SIG_SETMASK, all.as_ptr(), old.as_mut_ptr());
-        }
+        // Block every signal around the clone, glibc's internal ones too:
+        // the child starts with this mask and keeps it until it has reset
+        // the signals it must, so no handler of ours runs in it.
+        let mut old = [0u64; 2];
+        raw_sigmask(&[u64::MAX; 2], Some(&mut old));
         // SAFETY: `spawned_child` only reads the slot and the program and
         // makes raw system calls; the stack top is that of the slot's own
         // stack, which no other child uses; we leave the slot, the program
@@ -1323,8 +1402,7 @@ impl Spawner {
             )
         };
         let clone_error = io::Error::last_os_error();
-        // SAFETY: `old` was filled by the call above.
-        unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, old.as_ptr(), ptr::null_mut()) };
+        raw_sigmask(&old, None);
         if pid < 0 {
             slot.running.store(0, Ordering::Relaxed);
             return Err(clone_error);
@@ -1357,8 +1435,10 @@ impl Spawner {
 
     /// Waits until child `pid`'s slot is free and collects its exec error.
     fn outcome(&mut self, pid: i32) -> Option<io::Error> {
-        let slot = self.slots.iter().find(|s| s.pid.get() == pid)?;
-        wait_slot(slot);
+        let slot = self.shared().slots.iter().find(|s| s.pid.get() == pid)?;
+        while !slot_is_free(slot) {
+            wait_a_little(slot);
+        }
         slot.pid.set(0);
         match slot.error.swap(0, Ordering::Acquire) {
             0 => None,
@@ -1367,49 +1447,61 @@ impl Spawner {
     }
 
     /// A slot whose child has exec'd or exited, waiting for one if need
-    /// be. An exec error nobody has asked about yet is filed in `failed`.
+    /// be (a child stopped before its exec holds only its own slot). An
+    /// exec error nobody has asked about yet is filed in `failed`.
     fn free_slot(&mut self) -> usize {
         loop {
             let free = (0..SLOTS)
                 .map(|k| (self.next + k) % SLOTS)
-                .find(|&i| self.slots[i].running.load(Ordering::Acquire) == 0);
+                .find(|&i| slot_is_free(self.slot(i)));
             if let Some(i) = free {
-                let slot = &self.slots[i];
+                let slot = self.slot(i);
+                let pid = slot.pid.replace(0);
                 match slot.error.swap(0, Ordering::Acquire) {
                     0 => {}
-                    e => self.failed.push((slot.pid.get(), e)),
+                    e => self.failed.push((pid, e)),
                 }
-                slot.pid.set(0);
                 self.next = (i + 1) % SLOTS;
                 return i;
             }
-            wait_slot(&self.slots[self.next]);
+            wait_a_little(self.slot(self.next));
+            self.next = (self.next + 1) % SLOTS;
         }
     }
 }
 
 impl Drop for Spawner {
     fn drop(&mut self) {
-        // The stacks and the slots must outlive every child still on its
-        // way to exec.
-        for slot in self.slots.iter() {
-            wait_slot(slot);
+        // The stacks and the shared part must outlive every child still on
+        // its way to exec.
+        for slot in &self.shared().slots {
+            while !slot_is_free(slot) {
+                wait_a_little(slot);
+            }
         }
+        // SAFETY: from `Box::into_raw` in `new`; no child reads it any more
+        // and no reference to it is left.
+        drop(unsafe { Box::from_raw(self.shared.as_ptr()) });
     }
 }
 
-/// Waits until the slot's child has exec'd or exited.
-fn wait_slot(slot: &Slot) {
-    while slot.running.load(Ordering::Acquire) != 0 {
-        // The kernel zeroes the word before the child becomes a zombie, so
-        // a child found ended will not write it again; one that dumped core
-        // before its exec never zeroed it at all.
-        if has_exited(slot.pid.get()) {
-            slot.running.store(0, Ordering::Release);
-            return;
-        }
-        futex_wait(&slot.running, 1, std::time::Duration::from_millis(10));
+/// Whether the slot's child has exec'd or exited. The kernel zeroes the
+/// word before the child becomes a zombie, so a child found ended will not
+/// write it again; one that dumped core before its exec may never zero it.
+fn slot_is_free(slot: &Slot) -> bool {
+    if slot.running.load(Ordering::Acquire) == 0 {
+        return true;
     }
+    if has_exited(slot.pid.get()) {
+        slot.running.store(0, Ordering::Release);
+        return true;
+    }
+    false
+}
+
+/// Sleeps until the slot's word changes, or 10 ms.
+fn wait_a_little(slot: &Slot) {
+    futex_wait(&slot.running, 1, std::time::Duration::from_millis(10));
 }
 
 /// Sleeps while `word` holds `expected`, until woken or `timeout` passes.
@@ -1451,4 +1543,65 @@ fn has_exited(pid: i32) -> bool {
     }
     // SAFETY: waitid filled `info` (si_pid stays 0 if no child changed).
     unsafe { info.si_pid() != 0 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    fn c(s: &str) -> CString {
+        CString::new(s).unwrap()
+    }
+
+    /// A spawner whose children spend a while before their exec: they try
+    /// thousands of missing paths first.
+    fn slow_spawner() -> Spawner {
+        let mut paths: Vec<CString> = (0..20_000)
+            .map(|i| c(&format!("/nonexistent/skd-test/{i}")))
+            .collect();
+        paths.push(c("/bin/true"));
+        Spawner::new(paths, vec![c("true")], Vec::new(), &[]).unwrap()
+    }
+
+    #[test]
+    fn a_child_stopped_before_its_exec_holds_only_its_own_slot() {
+        let mut spawner = slow_spawner();
+        let stopped = spawner.start(-1, Vec::new()).unwrap();
+        kill(stopped, libc::SIGSTOP).unwrap();
+        // Still our own program: stopped before its exec.
+        let exe = std::fs::read_link(format!("/proc/{stopped}/exe")).unwrap();
+        assert_eq!(exe, std::env::current_exe().unwrap());
+        // Should the spawner wait for that one slot, this lets it go on
+        // after 20 s rather than hang the test.
+        let watchdog = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_secs(20));
+            let _ = kill(stopped, libc::SIGCONT);
+        });
+        let t = Instant::now();
+        let others: Vec<i32> = (0..2 * SLOTS)
+            .map(|_| spawner.start(-1, Vec::new()).unwrap())
+            .collect();
+        assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+        for pid in others {
+            assert_eq!(wait(pid).unwrap(), Exit::Code(0));
+            assert!(spawner.exec_error(pid).is_none());
+        }
+        kill(stopped, libc::SIGKILL).unwrap();
+        assert_eq!(wait(stopped).unwrap(), Exit::Signal(libc::SIGKILL));
+        assert!(spawner.exec_error(stopped).is_none());
+        drop(spawner);
+        drop(watchdog);
+    }
+
+    #[test]
+    fn every_caught_signal_is_reset_in_the_child() {
+        // The Rust runtime catches SIGSEGV and SIGBUS (stack overflows):
+        // no handler of ours may run in a child on our memory.
+        let caught = caught_signals();
+        assert!(caught.contains(&libc::SIGSEGV), "{caught:?}");
+        let spawner = Spawner::new(vec![c("/bin/true")], vec![c("true")], Vec::new(), &[]).unwrap();
+        let defaults = &spawner.shared().program.defaults;
+        assert!(caught.iter().all(|s| defaults.contains(s)), "{defaults:?}");
+    }
 }
