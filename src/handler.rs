@@ -1,8 +1,8 @@
 //! Starting handlers fast: argv, the unchanging part of the environment and
 //! the program's path are prepared once; per connection only the
 //! connection's variables are added, and the child is started by
-//! `sys::Spawner` (no copy of our address space, no wait for the exec) with default
-//! signal handling and an empty mask.
+//! `sys::Spawner` (no copy of our address space, no wait for its exec)
+//! with default signal handling and an empty mask.
 
 use std::ffi::{CString, OsStr, OsString};
 use std::io;

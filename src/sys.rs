@@ -1143,16 +1143,16 @@ extern "C" fn spawned_child(slot: *mut libc::c_void) -> libc::c_int {
                 sig as usize,
                 default.as_ptr() as usize,
                 0,
-                8,
+                KERNEL_SIGSET,
             );
         }
-        let empty = 0u64;
+        let empty = [0u64; 2];
         raw_syscall(
             libc::SYS_rt_sigprocmask,
             libc::SIG_SETMASK as usize,
-            &empty as *const u64 as usize,
+            empty.as_ptr() as usize,
             0,
-            8,
+            KERNEL_SIGSET,
         );
         let mut error = libc::ENOENT;
         for &path in &program.path_ptrs {
