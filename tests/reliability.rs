@@ -667,12 +667,14 @@ fn handlers_start_clean_whatever_the_caller_blocked() {
     // SIGHUP: the handler starts with an empty mask and SIGPIPE at its
     // default; only SIGHUP, which the caller chose to ignore, stays
     // ignored (as with tcpserver and s6: nohup keeps working). Python
-    // itself ignores SIGXFSZ: the script puts it back.
+    // itself ignores SIGXFSZ, and a shell's background job SIGQUIT: the
+    // script puts them back.
     let script = "import os, signal, sys\n\
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1, signal.SIGHUP})\n\
         signal.signal(signal.SIGHUP, signal.SIG_IGN)\n\
         signal.signal(signal.SIGPIPE, signal.SIG_IGN)\n\
         signal.signal(signal.SIGXFSZ, signal.SIG_DFL)\n\
+        signal.signal(signal.SIGQUIT, signal.SIG_DFL)\n\
         os.execv(sys.argv[1], sys.argv[1:])";
     let srv = Server::start(cmd(
         &require("python3"),
